@@ -1,0 +1,46 @@
+# The newcomer's commands. Everything runs from a virtual environment in .venv
+# that `make install` creates (the other targets install it when missing).
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first and pinned: the CPU build lies on this machine's disk; a bare
+# `torch` requirement resolved by another package would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test test-unit test-emulator lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@PYTHONPATH=. $(PYTHON) -m tuning.local.emulators check || { \
+	  echo "make install: the emulator prerequisites above are missing" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[trainer,dev]'
+	@touch $@
+
+# The whole suite but the opt-in tiers (real models, GPU). Emulators start themselves.
+test: install
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-emulator: install
+	$(PY) -m pytest tests/emulator $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

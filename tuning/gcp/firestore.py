@@ -1,0 +1,283 @@
+"""The Firestore job store: job records, their transitions and their event history.
+
+`training_jobs/{job_id}` holds the `JobRecord`; `training_jobs/{job_id}/events/{event_id}`
+holds every applied lifecycle event (state changes, messages, metric points),
+keyed by event id so a redelivered event is written once. Transitions go
+through `tuning.state.apply` inside a transaction, so concurrent deliveries
+cannot lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from google.api_core import exceptions as google_errors
+from google.cloud import firestore
+from pydantic import BaseModel
+
+from tuning.errors import InvalidRequestError, NotFoundError, TransientError
+from tuning.events import JOB_EVENT, JobEvent
+from tuning.jobs import JobRecord, JobStatus, utcnow
+from tuning.state import apply
+
+EVENTS = "events"
+MAX_PAGE_SIZE = 100
+# Google errors after which the same call can succeed (contention, overload).
+RETRYABLE = (
+    google_errors.Aborted,
+    google_errors.DeadlineExceeded,
+    google_errors.InternalServerError,
+    google_errors.ServiceUnavailable,
+    google_errors.TooManyRequests,
+    google_errors.GatewayTimeout,
+)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[JobRecord]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The record before and after one applied event (equal when nothing changed)."""
+
+    before: JobRecord
+    after: JobRecord
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    @property
+    def became_terminal(self) -> bool:
+        return self.after.status.is_terminal and not self.before.status.is_terminal
+
+
+def to_firestore(model: BaseModel) -> dict[str, Any]:
+    """A model as Firestore data: datetimes stay timestamps (they sort), enums become text."""
+    return _plain(model.model_dump(mode="python"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+@contextmanager
+def transient_google_errors() -> Iterator[None]:
+    """Re-raise Google errors that a retry can fix as `TransientError`."""
+    try:
+        yield
+    except RETRYABLE as error:
+        raise TransientError(f"Firestore unavailable or contended: {error.message}") from error
+
+
+class JobStore:
+    """Job records in Firestore, read and changed only through this class."""
+
+    def __init__(
+        self,
+        project: str,
+        collection: str = "training_jobs",
+        client: firestore.Client | None = None,
+        max_transaction_attempts: int = 20,
+    ) -> None:
+        self.client = client or firestore.Client(project=project)
+        self.jobs = self.client.collection(collection)
+        self.max_transaction_attempts = max_transaction_attempts
+
+    # Records -----------------------------------------------------------------
+
+    def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
+        """Create the record unless it exists; returns (stored record, created?)."""
+        reference = self.jobs.document(job.job_id)
+        with transient_google_errors():
+            try:
+                reference.create(to_firestore(job))
+                return job, True
+            except google_errors.Conflict:
+                return self.get(job.job_id), False
+
+    def find(self, job_id: str) -> JobRecord | None:
+        with transient_google_errors():
+            snapshot = self.jobs.document(job_id).get()
+        return JobRecord.from_document(snapshot.to_dict() or {}) if snapshot.exists else None
+
+    def get(self, job_id: str) -> JobRecord:
+        job = self.find(job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id} not found", field="job_id")
+        return job
+
+    def update(
+        self, job_id: str, change: Callable[[JobRecord], JobRecord | None]
+    ) -> Transition | None:
+        """Apply `change` to the record in a transaction; None when the job does not exist.
+
+        `change` may run more than once (the transaction retries on contention),
+        so it must be a pure function of the record it is given. Returning None
+        or an equal record writes nothing.
+        """
+        reference = self.jobs.document(job_id)
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> Transition | None:
+            snapshot = reference.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            before = JobRecord.from_document(snapshot.to_dict() or {})
+            after = change(before) or before
+            if after != before:
+                after = after.model_copy(update={"updated_at": utcnow()})
+                transaction.set(reference, to_firestore(after))
+            return Transition(before=before, after=after)
+
+        with transient_google_errors():
+            return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
+
+    def apply_event(self, event: JobEvent) -> Transition | None:
+        """Apply a lifecycle event and record it in the job's history, atomically.
+
+        Returns None when the job does not exist (it was deleted: the event is
+        dropped). A duplicate changes nothing and is written to history once.
+        """
+        reference = self.jobs.document(event.job_id)
+        history = reference.collection(EVENTS).document(event.event_id)
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> Transition | None:
+            snapshot = reference.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            before = JobRecord.from_document(snapshot.to_dict() or {})
+            after = apply(before, event)
+            if after != before:
+                after = after.model_copy(update={"updated_at": utcnow()})
+                transaction.set(reference, to_firestore(after))
+            transaction.set(history, to_firestore(event))
+            return Transition(before=before, after=after)
+
+        with transient_google_errors():
+            return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
+
+    def list_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        page_token: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, optionally one owner's and one status's, a page at a time."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        query: Any = self.jobs
+        if owner is not None:
+            query = query.where(filter=firestore.FieldFilter("owner", "==", owner))
+        if status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "job_id", direction=firestore.Query.DESCENDING
+        )
+        if page_token:
+            created_at, job_id = _decode_cursor(page_token)
+            query = query.start_after({"created_at": created_at, "job_id": job_id})
+        with transient_google_errors():
+            documents = list(query.limit(limit + 1).stream())
+        jobs = [JobRecord.from_document(document.to_dict() or {}) for document in documents[:limit]]
+        next_token = None
+        if len(documents) > limit:
+            next_token = _encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+        return JobPage(jobs=jobs, next_page_token=next_token)
+
+    def count(self, statuses: Iterable[JobStatus]) -> int:
+        """How many jobs are in any of `statuses` (an aggregation, no documents read)."""
+        query = self.jobs.where(
+            filter=firestore.FieldFilter("status", "in", [status.value for status in statuses])
+        )
+        with transient_google_errors():
+            aggregation: Any = query.count()  # the client's stubs mistype this call
+            result = aggregation.get()
+        return int(result[0][0].value)
+
+    def delete(self, job_id: str) -> bool:
+        """Delete the record and its history; False when there was nothing to delete."""
+        reference = self.jobs.document(job_id)
+        with transient_google_errors():
+            deleted_history = self._delete_history(reference)
+            existed = reference.get().exists
+            reference.delete()
+        return existed or deleted_history > 0
+
+    def _delete_history(self, reference: Any) -> int:
+        deleted = 0
+        while True:
+            documents = list(reference.collection(EVENTS).limit(300).stream())
+            if not documents:
+                return deleted
+            batch = self.client.batch()
+            for document in documents:
+                batch.delete(document.reference)
+            batch.commit()
+            deleted += len(documents)
+
+    # History -----------------------------------------------------------------
+
+    def list_events(
+        self, job_id: str, *, limit: int = 100, page_token: str | None = None
+    ) -> EventPage:
+        """The job's applied events in time order, as JSON-ready dicts, a page at a time."""
+        limit = max(1, min(limit, 1000))
+        query = (
+            self.jobs.document(job_id).collection(EVENTS).order_by("timestamp").order_by("event_id")
+        )
+        if page_token:
+            timestamp, event_id = _decode_cursor(page_token)
+            query = query.start_after({"timestamp": timestamp, "event_id": event_id})
+        with transient_google_errors():
+            documents = list(query.limit(limit + 1).stream())
+        events = [
+            JOB_EVENT.dump_python(JOB_EVENT.validate_python(document.to_dict()), mode="json")
+            for document in documents[:limit]
+        ]
+        next_token = None
+        if len(documents) > limit:
+            last = documents[limit - 1].to_dict()
+            next_token = _encode_cursor(last["timestamp"], last["event_id"])
+        return EventPage(events=events, next_page_token=next_token)
+
+
+def _encode_cursor(timestamp: datetime, name: str) -> str:
+    raw = json.dumps([timestamp.isoformat(), name]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[datetime, str]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        timestamp, name = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(timestamp), str(name)
+    except (ValueError, TypeError, binascii.Error) as error:
+        raise InvalidRequestError(
+            "page_token is not a token this API issued", field="page_token"
+        ) from error

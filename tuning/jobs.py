@@ -1,0 +1,206 @@
+"""The job record (what `GET /jobs/{job_id}` shows) and its parts.
+
+The record is stored in Firestore as `model_dump(mode="json")`; reading it
+back ignores unknown fields so that a newer deployable's extra fields do not
+break an older one. How events change it lives in `tuning.state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from tuning.ids import slug
+from tuning.spec import Method, Modality, TrainerType, TrainRequest
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    TRAINING = "training"
+    EXPORTING = "exporting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def rank(self) -> int:
+        """Position in the pipeline; every terminal status ranks last."""
+        return _RANK[self]
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = (JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.EXPORTING)
+_RANK = {
+    JobStatus.QUEUED: 0,
+    JobStatus.PREPARING: 1,
+    JobStatus.TRAINING: 2,
+    JobStatus.EXPORTING: 3,
+    JobStatus.COMPLETED: 4,
+    JobStatus.FAILED: 4,
+    JobStatus.CANCELLED: 4,
+}
+
+
+class Part(BaseModel):
+    """Base of the record's parts: tolerant when reading stored documents."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ErrorType(StrEnum):
+    USER = "user"  # bad dataset or config: retrying the same job cannot help
+    SYSTEM = "system"  # infrastructure or our bug: the job may succeed if resubmitted
+
+
+class JobError(Part):
+    type: ErrorType
+    message: str = Field(..., max_length=4000)
+    code: str | None = Field(None, description="A stable machine-readable reason.")
+
+
+class Progress(Part):
+    step: int = Field(0, ge=0, description="Optimizer steps done in this attempt.")
+    total_steps: int | None = Field(None, ge=0)
+    epoch: float | None = Field(None, ge=0)
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = Field(None, ge=0)
+    eta_seconds: float | None = Field(None, ge=0, description="Estimated time to finish training.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def percent(self) -> float | None:
+        if not self.total_steps:
+            return None
+        return round(min(100.0, 100.0 * self.step / self.total_steps), 2)
+
+
+class Metrics(Part):
+    """Evaluation and training figures; the seed's names first, trainer extras allowed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    accuracy: float | None = Field(None, description="Token accuracy on shifted labels.")
+    perplexity: float | None = Field(None, description="exp(eval_loss).")
+    eval_loss: float | None = None
+    eval_runtime: float | None = Field(None, description="Seconds spent evaluating.")
+    train_loss: float | None = None
+    train_runtime: float | None = None
+    tokens_per_second: float | None = None
+    step: int | None = Field(None, ge=0, description="The step these figures were taken at.")
+
+
+class Artifacts(Part):
+    adapter_path: str | None = Field(None, description="gs:// prefix of the adapter or weights.")
+    merged_path: str | None = Field(None, description="gs:// prefix of the merged 16-bit model.")
+    gguf_path: str | None = Field(None, description="The first GGUF file written.")
+    gguf_files: dict[str, str] = Field(default_factory=dict, description="quantization -> uri")
+    hub_url: str | None = Field(None, description="The Hugging Face repo, for hfhub exports.")
+
+
+class DatasetStats(Part):
+    train_rows: int = Field(0, ge=0)
+    eval_rows: int = Field(0, ge=0)
+    train_tokens: int = Field(0, ge=0)
+    truncated_rows: int = Field(0, ge=0)
+
+
+class JobRecord(BaseModel):
+    """One fine-tuning job as stored in Firestore under `jobs/{job_id}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    job_name: str
+    owner: str | None = Field(None, description="The caller's identity (email or subject).")
+    status: JobStatus = JobStatus.QUEUED
+    status_reason: str | None = Field(None, description="Why the job waits or was stopped.")
+    modality: Modality = Modality.TEXT
+    base_model_id: str
+    processed_dataset_id: str
+    trainer_type: TrainerType = TrainerType.SFT
+    method: Method = Method.QLORA
+    created_at: datetime
+    updated_at: datetime
+    request_id: str | None = Field(None, description="The idempotency key it was created with.")
+    config_uri: str | None = None
+    secret_references: dict[str, str] = Field(
+        default_factory=dict, description="Secret Manager versions; never the values."
+    )
+    attempt: int = Field(0, ge=0, description="The Cloud Run task attempt now reporting.")
+    execution: str | None = Field(None, description="The Cloud Run execution running the job.")
+    dispatched_at: datetime | None = None
+    last_event_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    metrics: Metrics | None = None
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    dataset_stats: DatasetStats | None = None
+    wandb_url: str | None = None
+    error: JobError | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> JobRecord:
+        return cls.model_validate(document)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id(dataset_id: str, base_model_id: str, *, suffix: str | None = None) -> str:
+    """A readable id in the seed's shape: `training_{dataset}_{model}_{suffix}`.
+
+    The suffix is random, or derived by the caller from something stable and
+    non-secret (an idempotency key, a Pub/Sub message id); never from a token.
+    """
+    model_name = base_model_id.rstrip("/").rsplit("/", 1)[-1]
+    tail = suffix if suffix is not None else secrets.token_hex(6)
+    return f"training_{slug(dataset_id, 32)}_{slug(model_name, 40)}_{slug(tail, 24)}"
+
+
+def stable_suffix(*parts: str) -> str:
+    """A short suffix that is the same for the same parts (none of them secret)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+def new_job_record(
+    request: TrainRequest,
+    *,
+    job_id: str,
+    owner: str | None,
+    config_uri: str | None,
+    secret_references: dict[str, str],
+    now: datetime | None = None,
+) -> JobRecord:
+    """The `queued` record for a validated request (secret values never reach it)."""
+    created = now or utcnow()
+    config = request.training_config
+    return JobRecord(
+        job_id=job_id,
+        job_name=request.job_name or job_id,
+        owner=owner,
+        modality=config.modality,
+        base_model_id=config.base_model_id,
+        processed_dataset_id=request.processed_dataset_id,
+        trainer_type=config.trainer_type,
+        method=config.method,
+        created_at=created,
+        updated_at=created,
+        request_id=request.request_id,
+        config_uri=config_uri,
+        secret_references=secret_references,
+    )

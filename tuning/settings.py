@@ -1,0 +1,133 @@
+"""Environment -> one frozen settings object per deployable, read once.
+
+Variable names follow the seed service where it had them (`PROJECT_ID`,
+`REGION`, `GCS_CONFIG_BUCKET_NAME`); Terraform sets them in production and
+the local stack writes them to `.local/stack.env`. A missing or malformed
+variable fails at start-up with a message that names it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from tuning.errors import TuningError
+from tuning.layout import StorageLayout
+
+
+class SettingsError(TuningError):
+    """The deployable's environment is incomplete or malformed."""
+
+    code = "misconfigured"
+
+
+class SecretBackend(StrEnum):
+    SECRET_MANAGER = "secretmanager"
+    LOCAL = "local"
+
+
+class LauncherBackend(StrEnum):
+    CLOUD_RUN = "cloudrun"
+    LOCAL = "local"
+
+
+def env(name: str, *more: str) -> Any:
+    """Bind a field to one or more environment variable names (first wins)."""
+    return AliasChoices(name, *more)
+
+
+class ServiceSettings(BaseModel):
+    """What every deployable needs: project, buckets, topics, the jobs collection."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    project_id: str = Field(
+        ..., min_length=1, validation_alias=env("PROJECT_ID", "GOOGLE_CLOUD_PROJECT")
+    )
+    region: str = Field("us-central1", validation_alias=env("REGION"))
+    config_bucket: str = Field(..., min_length=3, validation_alias=env("GCS_CONFIG_BUCKET_NAME"))
+    data_bucket: str = Field(..., min_length=3, validation_alias=env("GCS_DATA_BUCKET_NAME"))
+    models_bucket: str = Field(..., min_length=3, validation_alias=env("GCS_MODELS_BUCKET_NAME"))
+    requests_topic: str = Field(
+        "training-requests", validation_alias=env("TRAINING_REQUESTS_TOPIC")
+    )
+    events_topic: str = Field("job-events", validation_alias=env("JOB_EVENTS_TOPIC"))
+    notifications_topic: str = Field(
+        "job-notifications", validation_alias=env("JOB_NOTIFICATIONS_TOPIC")
+    )
+    jobs_collection: str = Field("training_jobs", validation_alias=env("JOBS_COLLECTION"))
+    secret_backend: SecretBackend = Field(
+        SecretBackend.SECRET_MANAGER, validation_alias=env("SECRET_BACKEND")
+    )
+    secret_prefix: str = Field(
+        "tuning-", pattern=r"^[A-Za-z0-9_-]{1,40}$", validation_alias=env("SECRET_PREFIX")
+    )
+
+    @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout(
+            data_bucket=self.data_bucket,
+            config_bucket=self.config_bucket,
+            models_bucket=self.models_bucket,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Read the settings, failing with the name of every bad variable."""
+        source = dict(os.environ if environ is None else environ)
+        try:
+            return cls.model_validate(source)
+        except ValidationError as error:
+            names = [
+                f"{_variable_names(cls, str(item['loc'][0]))} ({item['msg']})"
+                for item in error.errors(include_url=False, include_input=False)
+            ]
+            raise SettingsError(
+                f"{cls.__name__}: environment variable(s) missing or invalid: " + "; ".join(names)
+            ) from None
+
+
+def _variable_names(settings: type[BaseModel], reported: str) -> str:
+    """All the variables that can set the field an error reports under `reported`."""
+    for field in settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and reported in alias.choices:
+            return " or ".join(map(str, alias.choices))
+    return reported
+
+
+class ApiSettings(ServiceSettings):
+    """The HTTP functions: submit, status, delete."""
+
+    owner_scoping: bool = Field(False, validation_alias=env("OWNER_SCOPING"))
+    # Only the local stack sets this: it has no IAM in front to vouch for callers.
+    trust_local_identity_header: bool = Field(
+        False, validation_alias=env("TRUST_LOCAL_IDENTITY_HEADER")
+    )
+    signed_url_ttl_seconds: int = Field(
+        900, ge=60, le=604800, validation_alias=env("SIGNED_URL_TTL_SECONDS")
+    )
+
+
+class LauncherSettings(ServiceSettings):
+    """Deployables that start, inspect or stop trainer executions."""
+
+    launcher: LauncherBackend = Field(LauncherBackend.CLOUD_RUN, validation_alias=env("LAUNCHER"))
+    trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
+    max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
+    stale_after_seconds: int = Field(900, ge=30, validation_alias=env("RECONCILE_STALE_SECONDS"))
+
+
+class TrainerSettings(ServiceSettings):
+    """The Cloud Run job: which job to run and which task attempt this is."""
+
+    job_id: str = Field(
+        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", validation_alias=env("JOB_ID")
+    )
+    attempt: int = Field(0, ge=0, validation_alias=env("CLOUD_RUN_TASK_ATTEMPT"))
+    execution: str | None = Field(None, validation_alias=env("CLOUD_RUN_EXECUTION"))
+    work_dir: str = Field("/tmp/tuning", validation_alias=env("TRAINER_WORK_DIR"))  # noqa: S108

@@ -1,0 +1,418 @@
+"""The training request: what `POST /train` and the `training-requests` topic accept.
+
+Field names, choices and defaults follow the seed service's API so that its
+example request parses unchanged; every model forbids unknown fields, and
+rules across fields fail with the full path of the field to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tuning.errors import InvalidRequestError
+from tuning.ids import (
+    GCS_PREFIX_PATTERN,
+    HF_MODEL_PATTERN,
+    HfRepoId,
+    IdempotencyKey,
+    SecretReference,
+    SegmentId,
+    has_dot_segments,
+)
+
+
+class Contract(BaseModel):
+    """Base of every request model: unknown fields are an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, use_enum_values=False)
+
+
+def field_error(field: str, message: str) -> PydanticCustomError:
+    """An error for a rule across fields, carrying the name of the field to fix."""
+    return PydanticCustomError("invalid_combination", message, {"field": field})
+
+
+class Provider(StrEnum):
+    HUGGINGFACE = "huggingface"
+    UNSLOTH = "unsloth"
+
+
+class Method(StrEnum):
+    LORA = "LoRA"
+    QLORA = "QLoRA"
+    FULL = "Full"
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self is not Method.FULL
+
+
+class TrainerType(StrEnum):
+    SFT = "sft"
+    DPO = "dpo"
+    ORPO = "orpo"
+    GRPO = "grpo"
+
+
+class Modality(StrEnum):
+    TEXT = "text"
+    VISION = "vision"
+
+
+class ExportFormat(StrEnum):
+    ADAPTER = "adapter"
+    MERGED = "merged"
+
+
+class Destination(StrEnum):
+    GCS = "gcs"
+    HFHUB = "hfhub"
+
+
+class GgufQuantization(StrEnum):
+    F16 = "f16"
+    BF16 = "bf16"
+    Q8_0 = "q8_0"
+    Q4_K_M = "q4_k_m"
+
+
+class EvalStrategy(StrEnum):
+    NO = "no"
+    STEPS = "steps"
+    EPOCH = "epoch"
+
+
+class SaveStrategy(StrEnum):
+    NO = "no"
+    STEPS = "steps"
+    EPOCH = "epoch"
+
+
+class SchedulerType(StrEnum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    COSINE_WITH_RESTARTS = "cosine_with_restarts"
+    POLYNOMIAL = "polynomial"
+    CONSTANT = "constant"
+    CONSTANT_WITH_WARMUP = "constant_with_warmup"
+    INVERSE_SQRT = "inverse_sqrt"
+
+
+class RewardFunction(StrEnum):
+    """Built-in GRPO rewards."""
+
+    FORMAT = "format"  # the completion follows the reasoning/answer format
+    EXACT_MATCH = "exact_match"  # the extracted answer equals the reference column
+    NUMERIC_MATCH = "numeric_match"  # the extracted number equals the reference number
+
+
+class Hyperparameters(Contract):
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    batch_size: int = Field(2, ge=1, le=1024, description="Per-device micro-batch size.")
+    gradient_accumulation_steps: int = Field(4, ge=1, le=1024)
+    epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for `epochs`.")
+    packing: bool = Field(False, description="Pack several examples into one sequence.")
+    use_fa2: bool = Field(False, description="Use FlashAttention-2 when the GPU has it.")
+    max_seq_length: int = Field(1024, ge=16, le=131072, description="Tokens per example.")
+    lr_scheduler_type: SchedulerType = SchedulerType.LINEAR
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    save_strategy: SaveStrategy = Field(SaveStrategy.EPOCH, description="When to checkpoint.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint period with save_strategy=steps.")
+    logging_steps: int = Field(10, ge=1, description="Optimizer steps between progress events.")
+    lora_rank: int = Field(16, ge=1, le=1024)
+    lora_alpha: int = Field(16, ge=1, le=4096)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    beta: float = Field(0.1, gt=0, le=100, description="DPO/ORPO preference strength.")
+    max_prompt_length: int = Field(512, ge=8, le=131072, description="DPO/ORPO/GRPO prompts.")
+    num_generations: int = Field(4, ge=2, le=64, description="GRPO completions per prompt.")
+    max_completion_length: int = Field(256, ge=1, le=32768, description="GRPO completions.")
+
+    @model_validator(mode="after")
+    def _max_steps_is_not_zero(self) -> Hyperparameters:
+        if self.max_steps == 0:
+            raise field_error("max_steps", "max_steps must be -1 (train for `epochs`) or >= 1")
+        return self
+
+
+class ExportConfig(Contract):
+    format: ExportFormat = Field(ExportFormat.ADAPTER, description="adapter or merged weights.")
+    destination: Destination = Destination.GCS
+    hf_repo_id: HfRepoId | None = Field(None, description="`owner/name`, needed for hfhub.")
+    include_gguf: bool = Field(False, description="Also export GGUF files.")
+    gguf_quantization: GgufQuantization | list[GgufQuantization] | None = Field(
+        None, description="One quantization or a list; q8_0 when include_gguf and unset."
+    )
+
+    @field_validator("hf_repo_id")
+    @classmethod
+    def _no_double_dots(cls, value: str | None) -> str | None:
+        if value is not None and (has_dot_segments(value) or "--" in value):
+            raise ValueError("hf_repo_id must not contain '..' or '--'")
+        return value
+
+    @model_validator(mode="after")
+    def _destination_rules(self) -> ExportConfig:
+        if self.destination is Destination.HFHUB and not self.hf_repo_id:
+            raise field_error("hf_repo_id", "destination 'hfhub' needs hf_repo_id ('owner/name')")
+        if self.destination is Destination.GCS and self.hf_repo_id:
+            raise field_error("hf_repo_id", "hf_repo_id is only used with destination 'hfhub'")
+        if self.gguf_quantization is not None and not self.include_gguf:
+            raise field_error("gguf_quantization", "gguf_quantization needs include_gguf: true")
+        if isinstance(self.gguf_quantization, list) and (
+            not self.gguf_quantization
+            or len(set(self.gguf_quantization)) != len(self.gguf_quantization)
+        ):
+            raise field_error("gguf_quantization", "give at least one quantization, each once")
+        return self
+
+    @property
+    def quantizations(self) -> list[GgufQuantization]:
+        """The GGUF files to write, in order; empty when GGUF is off."""
+        if not self.include_gguf:
+            return []
+        if self.gguf_quantization is None:
+            return [GgufQuantization.Q8_0]
+        if isinstance(self.gguf_quantization, list):
+            return list(self.gguf_quantization)
+        return [self.gguf_quantization]
+
+
+class EvalConfig(Contract):
+    eval_strategy: EvalStrategy = EvalStrategy.NO
+    eval_steps: int = Field(50, ge=1, description="Steps between evaluations (strategy steps).")
+    compute_eval_metrics: bool = Field(True, description="Token accuracy and perplexity.")
+    batch_eval_metrics: bool = Field(False, description="Accumulate metrics batch by batch.")
+    eval_holdout_fraction: float = Field(
+        0.1, gt=0, le=0.5, description="Held-out share of train when there is no eval split."
+    )
+
+
+class WandbConfig(Contract):
+    api_key: SecretStr | None = Field(None, description="Stored in Secret Manager only.")
+    api_key_secret: SecretReference | None = Field(None, description="An existing secret.")
+    project: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    entity: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> WandbConfig:
+        if (self.api_key is None) == (self.api_key_secret is None):
+            raise field_error("api_key", "give exactly one of api_key or api_key_secret")
+        return self
+
+
+class RewardConfig(Contract):
+    functions: list[RewardFunction] = Field(..., min_length=1, description="Rewards to sum.")
+    weights: list[float] | None = Field(None, description="One weight per function.")
+    reference_column: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    ] = "answer"
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> RewardConfig:
+        if len(set(self.functions)) != len(self.functions):
+            raise field_error("functions", "each reward function may appear once")
+        if self.weights is not None and len(self.weights) != len(self.functions):
+            raise field_error("weights", "give one weight per reward function")
+        return self
+
+
+# Gemma checkpoints known to have no vision tower; gs:// snapshots are checked
+# by the trainer when it reads the model's config.
+TEXT_ONLY_MODEL = re.compile(
+    r"(^|/)(gemma-(2b|7b|1\.1|2-|3-1b|3-270m)|codegemma|recurrentgemma|gemma-2-)", re.IGNORECASE
+)
+_METHOD_ALIASES = {method.value.lower(): method.value for method in Method}
+
+
+class TrainingConfig(Contract):
+    base_model_id: str = Field(
+        ..., description="A Hub id (`google/gemma-3-1b-it`) or a `gs://bucket/prefix/` snapshot."
+    )
+    provider: Provider = Provider.HUGGINGFACE
+    method: Method = Method.QLORA
+    trainer_type: TrainerType = TrainerType.SFT
+    modality: Modality = Modality.TEXT
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    export_config: ExportConfig = Field(default_factory=ExportConfig)
+    eval_config: EvalConfig | None = Field(None, description="Evaluation; off when null.")
+    wandb_config: WandbConfig | None = Field(None, description="Weights & Biases logging.")
+    reward_config: RewardConfig | None = Field(None, description="GRPO rewards (GRPO only).")
+
+    @field_validator("base_model_id")
+    @classmethod
+    def _model_id_shape(cls, value: str) -> str:
+        pattern = GCS_PREFIX_PATTERN if value.startswith("gs://") else HF_MODEL_PATTERN
+        if re.fullmatch(pattern, value) is None or has_dot_segments(value.removeprefix("gs://")):
+            raise ValueError(
+                "base_model_id must be a Hub id ('owner/name') or 'gs://bucket/prefix/'"
+            )
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_any_case(cls, value: Any) -> Any:
+        return _METHOD_ALIASES.get(value.lower(), value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _rules_across_sections(self) -> TrainingConfig:
+        if self.modality is Modality.VISION and TEXT_ONLY_MODEL.search(self.base_model_id):
+            raise field_error(
+                "base_model_id",
+                f"{self.base_model_id} has no vision tower; use a Gemma 3 4B+ model",
+            )
+        if self.trainer_type is TrainerType.GRPO and self.reward_config is None:
+            raise field_error("reward_config", "trainer_type 'grpo' needs reward_config.functions")
+        if self.trainer_type is not TrainerType.GRPO and self.reward_config is not None:
+            raise field_error("reward_config", "reward_config is only used by trainer_type 'grpo'")
+        hp = self.hyperparameters
+        if self.trainer_type is not TrainerType.SFT and hp.max_prompt_length >= hp.max_seq_length:
+            raise field_error(
+                "hyperparameters.max_prompt_length",
+                "max_prompt_length must be below max_seq_length",
+            )
+        if (
+            self.trainer_type is TrainerType.GRPO
+            and (hp.batch_size * hp.gradient_accumulation_steps) % hp.num_generations
+        ):
+            raise field_error(
+                "hyperparameters.num_generations",
+                "batch_size * gradient_accumulation_steps must be a multiple of num_generations",
+            )
+        if self.method is Method.FULL and self.export_config.format is ExportFormat.MERGED:
+            raise field_error(
+                "export_config.format", "method 'Full' trains all weights: use format 'adapter'"
+            )
+        return self
+
+
+class TrainRequest(Contract):
+    """The body of `POST /train`, and a message another service may publish."""
+
+    processed_dataset_id: SegmentId = Field(
+        ..., description="Folder under processed_datasets/ in the data bucket."
+    )
+    hf_token: SecretStr | None = Field(None, description="Stored in Secret Manager only.")
+    hf_token_secret: SecretReference | None = Field(
+        None, description="An existing Secret Manager secret version holding the Hub token."
+    )
+    job_name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="A display name; not used in any path."
+    )
+    request_id: IdempotencyKey | None = Field(
+        None, description="Makes a retried submit return the same job (like Idempotency-Key)."
+    )
+    training_config: TrainingConfig
+
+    @field_validator("job_name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("job_name must be printable text")
+        return value
+
+    @model_validator(mode="after")
+    def _token_rules(self) -> TrainRequest:
+        if self.hf_token is not None and self.hf_token_secret is not None:
+            raise field_error("hf_token", "give hf_token or hf_token_secret, not both")
+        if self.hf_token is not None and not 1 <= len(self.hf_token.get_secret_value()) <= 512:
+            raise field_error("hf_token", "hf_token must be 1 to 512 characters")
+        export = self.training_config.export_config
+        if export.destination is Destination.HFHUB and not self.has_hf_token:
+            raise field_error("hf_token", "destination 'hfhub' needs hf_token or hf_token_secret")
+        return self
+
+    @property
+    def has_hf_token(self) -> bool:
+        return self.hf_token is not None or self.hf_token_secret is not None
+
+    def redacted(self, secret_references: dict[str, str] | None = None) -> dict[str, Any]:
+        """The request as JSON data with every secret value removed.
+
+        Secret values are replaced by the references they were stored under, so
+        the result is what may be written to GCS, Firestore or a message.
+        """
+        references = secret_references or {}
+        data = self.model_dump(mode="json", exclude={"hf_token"})
+        if self.hf_token is not None:
+            data["hf_token_secret"] = references.get("hf_token")
+        wandb = data["training_config"].get("wandb_config")
+        if wandb is not None:
+            wandb.pop("api_key", None)
+            if self.training_config.wandb_config and self.training_config.wandb_config.api_key:
+                wandb["api_key_secret"] = references.get("wandb_api_key")
+        return data
+
+
+class JobReference(Contract):
+    """What submit publishes on `training-requests`: a job already queued in Firestore."""
+
+    job_id: SegmentId
+    kind: Literal["job_reference"] = "job_reference"
+
+
+def format_location(location: tuple[Any, ...], context: dict[str, Any] | None) -> str:
+    """`training_config.hyperparameters.beta` from a pydantic error location.
+
+    Pydantic names the member of a plain union it tried (`str-enum[GgufQuantization]`,
+    `list[...]`) as a location part; those are not fields and are left out.
+    """
+    parts = [str(part) for part in location if not (isinstance(part, str) and "[" in part)]
+    if context and context.get("field"):
+        parts.extend(str(context["field"]).split("."))
+    return ".".join(parts)
+
+
+def describe_validation_error(
+    error: ValidationError, *, tagged_union: bool = False
+) -> InvalidRequestError:
+    """One `InvalidRequestError` naming the first bad field, with all problems attached.
+
+    With `tagged_union`, the data was validated against a discriminated union whose
+    tag pydantic puts first in every location: it is not a field and is left out.
+    """
+    problems = [
+        {
+            "field": format_location(
+                item["loc"][1:] if tagged_union else item["loc"], item.get("ctx")
+            ),
+            "message": _plain_message(item),
+        }
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0] if problems else {"field": "", "message": "invalid request"}
+    return InvalidRequestError(
+        f"{first['field']}: {first['message']}" if first["field"] else first["message"],
+        field=first["field"] or None,
+        problems=problems,
+    )
+
+
+def _plain_message(item: Any) -> str:
+    if item["type"] == "extra_forbidden":
+        return "unknown field"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+def parse_train_request(data: Any) -> TrainRequest:
+    """Validate request data, raising `InvalidRequestError` that names the field."""
+    try:
+        return TrainRequest.model_validate(data)
+    except ValidationError as error:
+        raise describe_validation_error(error) from None

@@ -1,0 +1,109 @@
+"""The job state machine: `apply(job, event) -> job`, a pure function.
+
+Pub/Sub delivers at least once and in any order, so the record an event
+stream produces must not depend on delivery order or duplicates:
+
+- terminal statuses absorb every later event;
+- events of an older task attempt, or of an execution the job no longer runs
+  on, are ignored, and the first event of a newer
+  attempt starts that attempt afresh (its progress, metrics and status);
+- within an attempt, status and progress only move forward (the highest
+  status reached, the progress of the highest step, the metrics of the latest
+  evaluation), so any arrival order converges to the same record;
+- terminal events carry their final snapshot, so what they leave does not
+  depend on which non-terminal events arrived before them.
+
+`apply` does not touch `updated_at`: the store stamps the write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuning.events import (
+    STATUS_REACHED,
+    CancelledEvent,
+    CompletedEvent,
+    EvaluationEvent,
+    FailedEvent,
+    FinalSnapshot,
+    JobEvent,
+    ProgressEvent,
+    TrainingEvent,
+)
+from tuning.jobs import JobRecord, JobStatus, Progress
+
+
+def apply(job: JobRecord, event: JobEvent) -> JobRecord:
+    """The record after `event`; the same record object when the event changes nothing."""
+    if event.job_id != job.job_id:
+        raise ValueError(f"event for {event.job_id} applied to job {job.job_id}")
+    if job.status.is_terminal or event.attempt < job.attempt:
+        return job
+    if event.execution and job.execution and event.execution != job.execution:
+        return job  # a superseded execution of this job (re-dispatched) has no say
+    changes: dict[str, Any] = {}
+    if event.attempt > job.attempt:
+        changes.update(_fresh_attempt(event.attempt))
+    current = job.model_copy(update=changes)
+    changes.update(_changes_for(current, event))
+    if not changes:
+        return job
+    updated = job.model_copy(update=changes)
+    return job if updated == job else updated
+
+
+def _fresh_attempt(attempt: int) -> dict[str, Any]:
+    """A retried task starts over: what the older attempt reported no longer holds."""
+    return {
+        "attempt": attempt,
+        "status": JobStatus.PREPARING,
+        "progress": None,
+        "metrics": None,
+        "wandb_url": None,
+        "dataset_stats": None,
+        "last_event_at": None,
+    }
+
+
+def _changes_for(job: JobRecord, event: JobEvent) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if job.last_event_at is None or event.timestamp > job.last_event_at:
+        changes["last_event_at"] = event.timestamp
+    reached = STATUS_REACHED[event.type]
+    if reached is not None and reached.rank > job.status.rank:
+        changes["status"] = reached
+        changes["status_reason"] = None
+    match event:
+        case TrainingEvent(payload=payload):
+            if payload.wandb_url:
+                changes["wandb_url"] = payload.wandb_url
+            if payload.dataset_stats is not None:
+                changes["dataset_stats"] = payload.dataset_stats
+            if job.progress is None:
+                changes["progress"] = Progress(step=0, total_steps=payload.total_steps)
+        case ProgressEvent(payload=progress):
+            if job.progress is None or progress.step >= job.progress.step:
+                changes["progress"] = progress
+        case EvaluationEvent(payload=payload):
+            step = payload.metrics.step or 0
+            if job.metrics is None or step >= (job.metrics.step or 0):
+                changes["metrics"] = payload.metrics
+        case CompletedEvent(payload=payload):
+            changes.update(_final(payload, event), artifacts=payload.artifacts, error=None)
+        case FailedEvent(payload=payload):
+            changes.update(_final(payload, event), error=payload.error)
+        case CancelledEvent(payload=payload):
+            changes.update(finished_at=event.timestamp, status_reason=payload.reason)
+    return changes
+
+
+def _final(snapshot: FinalSnapshot, event: JobEvent) -> dict[str, Any]:
+    changes: dict[str, Any] = {"finished_at": event.timestamp, "status_reason": None}
+    if snapshot.progress is not None:
+        changes["progress"] = snapshot.progress
+    if snapshot.metrics is not None:
+        changes["metrics"] = snapshot.metrics
+    if snapshot.wandb_url is not None:
+        changes["wandb_url"] = snapshot.wandb_url
+    return changes
