@@ -95,6 +95,7 @@ class FinalSnapshot(Payload):
     progress: Progress | None = None
     metrics: Metrics | None = None
     wandb_url: str | None = None
+    dataset_stats: DatasetStats | None = None
 
 
 class CompletedPayload(FinalSnapshot):

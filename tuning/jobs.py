@@ -133,6 +133,9 @@ class JobRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     request_id: str | None = Field(None, description="The idempotency key it was created with.")
+    request_fingerprint: str | None = Field(
+        None, description="Hash of the request without secrets: a reused key must match it."
+    )
     config_uri: str | None = None
     secret_references: dict[str, str] = Field(
         default_factory=dict, description="Secret Manager versions; never the values."
@@ -201,6 +204,7 @@ def new_job_record(
         created_at=created,
         updated_at=created,
         request_id=request.request_id,
+        request_fingerprint=request.fingerprint(),
         config_uri=config_uri,
         secret_references=secret_references,
     )

@@ -7,8 +7,10 @@ checked against its strict pattern before it becomes part of a path.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from tuning.errors import InvalidRequestError
 from tuning.ids import require_segment_id
 from tuning.spec import GgufQuantization
 
@@ -20,18 +22,29 @@ GGUF = "gguf_models"
 CHECKPOINTS = "checkpoints"
 
 
-def gcs_uri(bucket: str, path: str = "") -> str:
-    return f"gs://{bucket}/{path}"
+GCS_SCHEME = "gs://"
+# Bucket names: 3-63 characters per dot-separated part, 222 in all (GCS naming rules).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_MAX_OBJECT_NAME_BYTES = 1024
 
 
 def parse_gcs_uri(uri: str) -> tuple[str, str]:
-    """`gs://bucket/a/b` -> (`bucket`, `a/b`)."""
-    if not uri.startswith("gs://"):
-        raise ValueError(f"not a gs:// URI: {uri!r}")
-    bucket, _, path = uri.removeprefix("gs://").partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in {uri!r}")
+    """Split `gs://bucket/path` into (bucket, path); path may be empty."""
+    if not isinstance(uri, str) or not uri.startswith(GCS_SCHEME):
+        raise InvalidRequestError(f"not a gs:// URI: {uri!r}")
+    bucket, _, path = uri[len(GCS_SCHEME) :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise InvalidRequestError(f"invalid bucket name in {uri!r}")
+    if len(path.encode("utf-8")) > _MAX_OBJECT_NAME_BYTES or any(c in path for c in "\r\n\0"):
+        raise InvalidRequestError(f"invalid object name in {uri!r}")
     return bucket, path
+
+
+def gcs_uri(bucket: str, path: str = "") -> str:
+    """Build `gs://bucket/path`, validated the same way `parse_gcs_uri` validates."""
+    uri = f"{GCS_SCHEME}{bucket}/{path.lstrip('/')}"
+    parse_gcs_uri(uri)
+    return uri
 
 
 @dataclass(frozen=True)

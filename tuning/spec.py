@@ -7,6 +7,8 @@ rules across fields fail with the full path of the field to fix.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -341,6 +343,14 @@ class TrainRequest(Contract):
     @property
     def has_hf_token(self) -> bool:
         return self.hf_token is not None or self.hf_token_secret is not None
+
+    def fingerprint(self) -> str:
+        """A hash of what the request asks for, without secret values or the request id."""
+        data = self.redacted()
+        data.pop("request_id", None)
+        data["has_hf_token"] = self.has_hf_token
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def redacted(self, secret_references: dict[str, str] | None = None) -> dict[str, Any]:
         """The request as JSON data with every secret value removed.

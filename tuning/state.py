@@ -106,4 +106,6 @@ def _final(snapshot: FinalSnapshot, event: JobEvent) -> dict[str, Any]:
         changes["metrics"] = snapshot.metrics
     if snapshot.wandb_url is not None:
         changes["wandb_url"] = snapshot.wandb_url
+    if snapshot.dataset_stats is not None:
+        changes["dataset_stats"] = snapshot.dataset_stats
     return changes

@@ -181,16 +181,31 @@ def deliver_until_accepted(store: JobStore, event: ProgressEvent) -> None:
 
 
 def test_concurrent_events_lose_no_update(store: JobStore) -> None:
-    """Transactions on one document retry on conflict, so the highest step always wins."""
+    """Within one process, transactions on a document queue; the highest step wins."""
     store.create(make_job("job-a"))
-    steps = list(range(1, 17))
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        list(pool.map(lambda step: deliver_until_accepted(store, progress("job-a", step)), steps))
+        list(pool.map(lambda step: store.apply_event(progress("job-a", step)), range(1, 17)))
 
     job = store.get("job-a")
     assert job.progress is not None and job.progress.step == 16
     assert len(store.list_events("job-a", limit=100).events) == 16
+
+
+def test_conflicting_transactions_from_two_processes_lose_no_update(
+    store: JobStore, unique: str
+) -> None:
+    """Two stores (as two function instances) really conflict in Firestore; retries win."""
+    other = JobStore(project=os.environ["GOOGLE_CLOUD_PROJECT"], collection=f"jobs_{unique}")
+    store.create(make_job("job-a"))
+    deliveries = [(store if step % 2 else other, progress("job-a", step)) for step in range(1, 7)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda pair: deliver_until_accepted(*pair), deliveries))
+
+    job = store.get("job-a")
+    assert job.progress is not None and job.progress.step == 6
+    assert len(store.list_events("job-a").events) == 6
 
 
 def test_update_is_transactional_read_modify_write(store: JobStore) -> None:

@@ -1,0 +1,49 @@
+"""Start, inspect and stop trainer executions: Cloud Run in production, a process locally.
+
+Both implementations honour one small interface so that dispatch, reconcile,
+cancel and delete never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from tuning.jobs import JobRecord
+
+
+class ExecutionState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in {ExecutionState.PENDING, ExecutionState.RUNNING}
+
+
+@dataclass(frozen=True)
+class ExecutionStatus:
+    state: ExecutionState
+    message: str | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+
+
+class Launcher(Protocol):
+    def launch(self, job: JobRecord) -> str:
+        """Start an execution for the job and return its name, without waiting for it."""
+        ...
+
+    def status(self, execution: str) -> ExecutionStatus:
+        """Where the execution stands now."""
+        ...
+
+    def cancel(self, execution: str) -> None:
+        """Stop the execution; a finished or unknown execution is left as it is."""
+        ...
