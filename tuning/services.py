@@ -1,0 +1,64 @@
+"""The adapters one deployable talks to, built lazily from its settings.
+
+Creating Google clients costs time at cold start, so each adapter is made on
+first use and then reused for the life of the process. Tests pass their own
+adapters (or the real ones pointed at the emulators) as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from tuning.settings import SecretBackend, ServiceSettings
+
+if TYPE_CHECKING:
+    from tuning.gcp.firestore import JobStore
+    from tuning.gcp.pubsub import Publisher
+    from tuning.gcp.secrets import SecretStore
+    from tuning.gcp.storage import GcsStore
+    from tuning.launchers import Launcher
+
+
+class Services:
+    def __init__(self, settings: ServiceSettings, **overrides: Any) -> None:
+        self.settings = settings
+        unknown = set(overrides) - {"jobs", "publisher", "storage", "secrets", "launcher"}
+        if unknown:
+            raise TypeError(f"unknown service override(s): {sorted(unknown)}")
+        # cached_property reads the instance dict first, so overrides win.
+        self.__dict__.update(overrides)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        from tuning.gcp.firestore import JobStore
+
+        return JobStore(self.settings.project_id, collection=self.settings.jobs_collection)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from tuning.gcp.pubsub import Publisher
+
+        return Publisher(self.settings.project_id)
+
+    @cached_property
+    def storage(self) -> GcsStore:
+        from tuning.gcp.storage import GcsStore
+
+        return GcsStore()
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        from tuning.gcp.secrets import LocalSecretStore, SecretManagerStore
+
+        if self.settings.secret_backend is SecretBackend.LOCAL:
+            return LocalSecretStore(
+                project=self.settings.project_id, prefix=self.settings.secret_prefix
+            )
+        return SecretManagerStore(self.settings.project_id, prefix=self.settings.secret_prefix)
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        from tuning.launchers.factory import launcher_from_settings
+
+        return launcher_from_settings(self.settings)

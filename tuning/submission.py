@@ -1,0 +1,133 @@
+"""Turning a validated `TrainRequest` into a queued job, all or nothing.
+
+Used by the submit function (which then publishes a `JobReference`) and by
+dispatch for full requests that other services publish. The order matters:
+secrets first (only references leave this module), then the redacted config,
+then the Firestore record, then the message. If any step fails, the steps
+before it are undone, so a failed submit leaves no record, config or secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tuning.errors import ConflictError, TransientError, TuningError
+from tuning.jobs import JobRecord, new_job_id, new_job_record, stable_suffix
+from tuning.services import Services
+from tuning.spec import JobReference, TrainRequest
+
+logger = logging.getLogger(__name__)
+
+HF_TOKEN = "hf_token"
+WANDB_API_KEY = "wandb_api_key"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRecord
+    created: bool  # False when an earlier submit with the same key made the job
+
+
+def job_id_for(request: TrainRequest, *, owner: str | None, idempotency_key: str | None) -> str:
+    """The job id: stable for one caller's idempotency key, random otherwise."""
+    key = idempotency_key or request.request_id
+    suffix = stable_suffix(owner or "", key) if key else None
+    model = request.training_config.base_model_id
+    return new_job_id(request.processed_dataset_id, model, suffix=suffix)
+
+
+def submit_job(
+    request: TrainRequest,
+    *,
+    services: Services,
+    owner: str | None,
+    idempotency_key: str | None = None,
+    job_id: str | None = None,
+    publish: bool = True,
+) -> Submitted:
+    """Queue the job: secrets, config, record and (when `publish`) the request message."""
+    job_id = job_id or job_id_for(request, owner=owner, idempotency_key=idempotency_key)
+    existing = services.jobs.find(job_id)
+    if existing is not None:
+        return Submitted(job=_same_request(existing, request), created=False)
+    try:
+        references = store_secrets(request, job_id=job_id, services=services)
+        config_uri = services.settings.layout.config_uri(job_id)
+        services.storage.upload_json(config_uri, request.redacted(references))
+        record = new_job_record(
+            request,
+            job_id=job_id,
+            owner=owner,
+            config_uri=config_uri,
+            secret_references=references,
+        )
+        stored, created = services.jobs.create(record)
+        if not created:  # a concurrent submit with the same key got there first
+            return Submitted(job=_same_request(stored, request), created=False)
+        if publish:
+            services.publisher.publish(
+                services.settings.requests_topic, JobReference(job_id=job_id), job_id=job_id
+            )
+    except TuningError as error:
+        remove_job_data(job_id, services=services)
+        raise TransientError(f"could not queue job {job_id}: {error.message}") from error
+    return Submitted(job=stored, created=True)
+
+
+def store_secrets(request: TrainRequest, *, job_id: str, services: Services) -> dict[str, str]:
+    """Write the request's secret values to the secret store; return name -> reference."""
+    references: dict[str, str] = {}
+    if request.hf_token is not None:
+        value = request.hf_token.get_secret_value()
+        references[HF_TOKEN] = services.secrets.put(job_id, HF_TOKEN, value)
+    elif request.hf_token_secret is not None:
+        references[HF_TOKEN] = request.hf_token_secret
+    wandb = request.training_config.wandb_config
+    if wandb is not None and wandb.api_key is not None:
+        value = wandb.api_key.get_secret_value()
+        references[WANDB_API_KEY] = services.secrets.put(job_id, WANDB_API_KEY, value)
+    elif wandb is not None and wandb.api_key_secret is not None:
+        references[WANDB_API_KEY] = wandb.api_key_secret
+    return references
+
+
+def remove_job_data(job_id: str, *, services: Services) -> list[str]:
+    """Delete the job's record, config and managed secrets; what was deleted, as names.
+
+    Every step runs even when an earlier one fails; the first failure is raised
+    at the end so a retry can finish the work.
+    """
+    removed: list[str] = []
+    failures: list[TuningError] = []
+    config_uri = services.settings.layout.config_uri(job_id)
+
+    def delete_secrets() -> None:
+        removed.extend(services.secrets.delete_job_secrets(job_id))
+
+    def delete_config() -> None:
+        if services.storage.delete(config_uri):
+            removed.append(config_uri)
+
+    def delete_record() -> None:
+        if services.jobs.delete(job_id):
+            removed.append(f"jobs/{job_id}")
+
+    for step in (delete_secrets, delete_config, delete_record):
+        try:
+            step()
+        except TuningError as error:
+            logger.warning("clean-up of job %s incomplete: %s", job_id, error.message)
+            failures.append(error)
+    if failures:
+        raise failures[0]
+    return removed
+
+
+def _same_request(existing: JobRecord, request: TrainRequest) -> JobRecord:
+    if existing.request_fingerprint not in (None, request.fingerprint()):
+        raise ConflictError(
+            "this idempotency key was already used for a different request",
+            field="Idempotency-Key",
+        )
+    return existing
