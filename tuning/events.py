@@ -24,7 +24,7 @@ from pydantic import (
 
 from tuning.errors import InvalidRequestError
 from tuning.ids import SegmentId
-from tuning.jobs import Artifacts, DatasetStats, JobError, JobStatus, Metrics, Progress
+from tuning.jobs import Artifacts, DatasetStats, JobError, JobRecord, JobStatus, Metrics, Progress
 
 
 class EventType(StrEnum):
@@ -211,3 +211,31 @@ def parse_event(data: bytes | str | dict[str, Any]) -> JobEvent:
         raise describe_validation_error(error, tagged_union=True) from None
     except ValueError as error:  # not JSON at all
         raise InvalidRequestError(f"event is not valid JSON: {error}") from None
+
+
+class JobNotification(BaseModel):
+    """What `job-notifications` carries: one job reaching a terminal status."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    status: JobStatus
+    previous_status: JobStatus
+    owner: str | None = None
+    finished_at: AwareDatetime | None = None
+    error: JobError | None = None
+    artifacts: Artifacts | None = None
+    metrics: Metrics | None = None
+
+    @classmethod
+    def for_job(cls, job: JobRecord, previous_status: JobStatus) -> JobNotification:
+        return cls(
+            job_id=job.job_id,
+            status=job.status,
+            previous_status=previous_status,
+            owner=job.owner,
+            finished_at=job.finished_at,
+            error=job.error,
+            artifacts=job.artifacts,
+            metrics=job.metrics,
+        )
