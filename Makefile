@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[trainer,dev]'
+	$(PIP) install --quiet -e '.[trainer,cli,dev]'
 	@touch $@
 
 # The whole suite but the opt-in tiers (real models, GPU). Emulators start themselves.

@@ -1,0 +1,189 @@
+"""An HTTP client for the three API functions, local or deployed.
+
+Endpoints come from the environment (`TUNING_SUBMIT_URL`, `TUNING_STATUS_URL`,
+`TUNING_DELETE_URL`, as `.local/stack.env` exports them) or from a YAML config
+file. Deployed functions are private: requests carry a Google ID token for
+the function's URL. The local stack has no IAM, so the caller is named in a
+header that only the local stack honours.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_CONFIG = Path("~/.config/gemma-tuning/config.yaml")
+LOCAL_CALLER_HEADER = "X-Tuning-Caller"
+TIMEOUT_SECONDS = 30
+
+
+class ClientError(Exception):
+    """A request the CLI could not complete; the message is for a person."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    submit_url: str
+    status_url: str
+    delete_url: str
+    caller: str | None = None  # the local stack's stand-in for an IAM identity
+    use_id_token: bool = False
+
+    @classmethod
+    def from_environment(cls, config_path: Path | None = None) -> Endpoints:
+        values = _config_file(config_path)
+        urls = {}
+        for name in ("submit", "status", "delete"):
+            url = os.environ.get(f"TUNING_{name.upper()}_URL") or values.get(f"{name}_url")
+            if not url:
+                raise ClientError(
+                    f"no {name} endpoint: set TUNING_{name.upper()}_URL (e.g. `source "
+                    f".local/stack.env` after `make up`) or {name}_url in {DEFAULT_CONFIG}"
+                )
+            urls[name] = str(url).rstrip("/")
+        local = all(_is_loopback(url) for url in urls.values())
+        caller = os.environ.get("TUNING_CALLER") or values.get("caller")
+        return cls(
+            submit_url=urls["submit"],
+            status_url=urls["status"],
+            delete_url=urls["delete"],
+            caller=(caller or os.environ.get("USER") or "local-user") if local else None,
+            use_id_token=not local,
+        )
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    chosen = (path or Path(os.environ.get("TUNING_CONFIG", DEFAULT_CONFIG))).expanduser()
+    if not chosen.is_file():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(chosen.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ClientError(f"{chosen} must hold a mapping (submit_url: ..., status_url: ...)")
+    return data
+
+
+def _is_loopback(url: str) -> bool:
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    return host in {"127.0.0.1", "localhost", "[::1]"}
+
+
+def id_token_for(audience: str) -> str:
+    """A Google ID token for `audience`: service-account credentials, else the gcloud user."""
+    import google.auth.exceptions
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    try:
+        token = google.oauth2.id_token.fetch_id_token(
+            google.auth.transport.requests.Request(), audience
+        )
+        return str(token)
+    except google.auth.exceptions.DefaultCredentialsError:
+        pass  # user credentials cannot mint ID tokens for an audience; ask gcloud
+    try:
+        result = subprocess.run(
+            ["gcloud", "auth", "print-identity-token"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise ClientError(
+            "cannot get an ID token: run `gcloud auth login` or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key"
+        ) from error
+    return result.stdout.strip()
+
+
+class ApiClient:
+    """One method per API route; errors become `ClientError` with the API's message."""
+
+    def __init__(self, endpoints: Endpoints, session: requests.Session | None = None) -> None:
+        self.endpoints = endpoints
+        self.session = session or requests.Session()
+
+    def _request(self, method: str, base: str, path: str, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.endpoints.caller:
+            headers[LOCAL_CALLER_HEADER] = self.endpoints.caller
+        if self.endpoints.use_id_token:
+            headers["Authorization"] = f"Bearer {id_token_for(base)}"
+        url = f"{base}{path}"
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs
+            )
+        except requests.RequestException as error:
+            raise ClientError(f"cannot reach {url}: {error.__class__.__name__}") from error
+        return _decode(response)
+
+    def submit(self, request: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._request(
+            "POST", self.endpoints.submit_url, "/train", json=request, headers=headers
+        )
+
+    def list_jobs(
+        self, status: str | None = None, limit: int = 20, page_token: str | None = None
+    ) -> Any:
+        params = {"limit": limit, "status": status, "page_token": page_token}
+        return self._request("GET", self.endpoints.status_url, "/jobs", params=_present(params))
+
+    def get_job(self, job_id: str) -> Any:
+        return self._request("GET", self.endpoints.status_url, f"/jobs/{job_id}")
+
+    def events(self, job_id: str, limit: int = 100, page_token: str | None = None) -> Any:
+        params = _present({"limit": limit, "page_token": page_token})
+        return self._request(
+            "GET", self.endpoints.status_url, f"/jobs/{job_id}/events", params=params
+        )
+
+    def all_events(self, job_id: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.events(job_id, limit=500, page_token=token)
+            events.extend(page["events"])
+            token = page.get("next_page_token")
+            if not token:
+                return events
+
+    def download_link(self, job_id: str, artifact: str | None = None) -> Any:
+        params = _present({"artifact": artifact})
+        return self._request(
+            "GET", self.endpoints.status_url, f"/jobs/download/{job_id}", params=params
+        )
+
+    def cancel(self, job_id: str) -> Any:
+        return self._request("POST", self.endpoints.delete_url, f"/jobs/{job_id}/cancel")
+
+    def delete(self, job_id: str) -> Any:
+        return self._request("DELETE", self.endpoints.delete_url, f"/jobs/{job_id}")
+
+
+def _present(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _decode(response: requests.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code < 400:
+        return body
+    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    message = error.get("message") or response.text[:300] or response.reason
+    field = f" (field: {error['field']})" if error.get("field") else ""
+    raise ClientError(
+        f"{response.status_code}: {message}{field}", status=response.status_code, body=body
+    )

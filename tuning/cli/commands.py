@@ -1,0 +1,258 @@
+"""The job commands: submit, list, status, watch, events, plot, download, cancel, delete."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import requests
+
+from tuning.cli import TERMINAL, add_command, client_from, print_json
+from tuning.cli.client import ClientError
+
+
+def register(sub: Any) -> None:
+    parser = add_command(sub, "submit", submit, "submit a job from a YAML or JSON request file")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
+
+    parser = add_command(sub, "list", list_jobs, "list jobs, newest first")
+    parser.add_argument(
+        "--status", choices=sorted(TERMINAL | {"queued", "preparing", "training", "exporting"})
+    )
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--page-token")
+
+    for name, run, text in (
+        ("status", status, "show one job"),
+        ("events", events, "show a job's history"),
+        ("cancel", cancel, "stop a job and keep its record"),
+        ("delete", delete, "cancel a job and delete every file and record of it"),
+    ):
+        add_command(sub, name, run, text).add_argument("job_id")
+
+    parser = add_command(sub, "watch", watch, "follow a job with a progress bar until it ends")
+    parser.add_argument("job_id")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds"
+    )
+
+    parser = add_command(sub, "plot", plot, "write a PNG of the train and eval loss curves")
+    parser.add_argument("job_id")
+    parser.add_argument("-o", "--output", type=Path, default=Path("loss.png"))
+
+    parser = add_command(sub, "download", download, "download a completed job's artifact")
+    parser.add_argument("job_id")
+    parser.add_argument("--artifact", choices=["gguf", "adapter", "merged"])
+    parser.add_argument("-o", "--output", type=Path, default=Path("."))
+
+
+def submit(args: argparse.Namespace) -> int:
+    request = load_request(args.file)
+    answer = client_from(args).submit(request, idempotency_key=args.idempotency_key)
+    if args.json:
+        print_json(answer)
+    else:
+        print(answer["job_id"])
+    return 0
+
+
+def load_request(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ClientError(f"{path}: no such file")
+    text = path.read_text()
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ClientError(f"{path}: the request must be a mapping")
+    return data
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    page = client_from(args).list_jobs(
+        status=args.status, limit=args.limit, page_token=args.page_token
+    )
+    if args.json:
+        print_json(page)
+        return 0
+    for job in page["jobs"]:
+        print(f"{job['job_id']:<60} {job['status']:<10} {job.get('created_at', '')}")
+    if page.get("next_page_token"):
+        print(f"(more: --page-token {page['next_page_token']})")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    job = client_from(args).get_job(args.job_id)
+    if args.json:
+        print_json(job)
+    else:
+        print(describe(job))
+    return 0
+
+
+def describe(job: dict[str, Any]) -> str:
+    lines = [f"{job['job_id']}  {job['status']}", f"  model    {job.get('base_model_id')}"]
+    progress = job.get("progress") or {}
+    if progress:
+        lines.append(f"  progress step {progress.get('step')}/{progress.get('total_steps')}")
+    for name, value in sorted((job.get("metrics") or {}).items()):
+        if value is not None:
+            lines.append(f"  {name:<16} {value}")
+    for name, value in sorted((job.get("artifacts") or {}).items()):
+        if value:
+            lines.append(f"  {name:<16} {value}")
+    if job.get("error"):
+        lines.append(f"  error    {job['error']}")
+    return "\n".join(lines)
+
+
+def events(args: argparse.Namespace) -> int:
+    history = client_from(args).all_events(args.job_id)
+    if args.json:
+        print_json(history)
+        return 0
+    for event in history:
+        payload = event.get("payload") or {}
+        summary = json.dumps(payload)[:120]
+        print(f"{event['timestamp']}  a{event['attempt']}  {event['type']:<11} {summary}")
+    return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    client = client_from(args)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    bar = tqdm(total=None, unit="step", dynamic_ncols=True, disable=args.json)
+    try:
+        while True:
+            job = client.get_job(args.job_id)
+            show_progress(bar, job)
+            if job["status"] in TERMINAL:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise ClientError(f"job {args.job_id} still {job['status']} after {args.timeout}s")
+            time.sleep(args.interval)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(job)
+    else:
+        print(describe(job))
+    return 0 if job["status"] == "completed" else 1
+
+
+def show_progress(bar: Any, job: dict[str, Any]) -> None:
+    progress = job.get("progress") or {}
+    total = progress.get("total_steps")
+    if total and bar.total != total:
+        bar.total = total
+    step = progress.get("step") or 0
+    if step != bar.n:
+        bar.n = step
+    postfix = {"status": job["status"]}
+    if progress.get("loss") is not None:
+        postfix["loss"] = f"{progress['loss']:.4f}"
+    if progress.get("eta_seconds") is not None:
+        postfix["eta"] = f"{progress['eta_seconds']:.0f}s"
+    bar.set_postfix(postfix, refresh=False)
+    bar.refresh()
+
+
+def loss_curves(history: list[dict[str, Any]]) -> tuple[dict[int, float], dict[int, float]]:
+    """Train and eval loss by step; a later attempt's point replaces an earlier one."""
+    train: dict[int, float] = {}
+    evaluation: dict[int, float] = {}
+    for event in sorted(history, key=lambda e: (e["attempt"], e["seq"])):
+        payload = event.get("payload") or {}
+        if event["type"] == "progress" and payload.get("loss") is not None:
+            train[int(payload["step"])] = float(payload["loss"])
+        metrics = payload.get("metrics") or {}
+        if event["type"] == "evaluation" and metrics.get("eval_loss") is not None:
+            evaluation[int(metrics.get("step") or 0)] = float(metrics["eval_loss"])
+    return train, evaluation
+
+
+def plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    train, evaluation = loss_curves(client_from(args).all_events(args.job_id))
+    if not train and not evaluation:
+        raise ClientError(f"job {args.job_id} has no loss points yet")
+    figure, axes = plt.subplots(figsize=(7, 4))
+    if train:
+        axes.plot(sorted(train), [train[s] for s in sorted(train)], label="train loss")
+    if evaluation:
+        steps = sorted(evaluation)
+        axes.plot(steps, [evaluation[s] for s in steps], marker="o", label="eval loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(args.job_id)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.output, dpi=100)
+    plt.close(figure)
+    print(args.output)
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    answer = client_from(args).download_link(args.job_id, args.artifact)
+    files = answer.get("files") or [{"download_url": answer["download_url"]}]
+    args.output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in files:
+        url = entry["download_url"]
+        name = entry.get("name") or Path(unquote(urlparse(url).path)).name
+        target = args.output / Path(name).name
+        fetch(url, target)
+        written.append(str(target))
+    if args.json:
+        print_json({"files": written, **answer})
+    else:
+        print("\n".join(written))
+    return 0
+
+
+def fetch(url: str, target: Path) -> None:
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            with target.open("wb") as handle:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    handle.write(chunk)
+    except requests.RequestException as error:
+        raise ClientError(f"download of {target.name} failed: {error}") from error
+
+
+def cancel(args: argparse.Namespace) -> int:
+    answer = client_from(args).cancel(args.job_id)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"{args.job_id} {answer.get('status', 'cancelled')}")
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    answer = client_from(args).delete(args.job_id)
+    if args.json:
+        print_json(answer)
+    else:
+        print(answer.get("message", "deleted"))
+        for resource in answer.get("deleted_resources", []):
+            print(f"  {resource}")
+    return 0
