@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-unit test-emulator lint format clean
+.PHONY: install run up down test test-unit test-emulator lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[trainer,cli,dev]'
 	@touch $@
+
+# The whole system locally: a demo job on a tiny Gemma, followed to completion.
+run: install
+	$(PY) -m tuning.local.run
+
+# The local stack in the background (emulators, functions, local launcher, demo assets);
+# `source .local/stack.env` then use the `tuning` CLI. `make down` stops it all.
+up: install
+	$(PY) -m tuning.local.stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m tuning.local.stack down; fi
 
 # The whole suite but the opt-in tiers (real models, GPU). Emulators start themselves.
 test: install

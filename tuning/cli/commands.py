@@ -221,7 +221,7 @@ def download(args: argparse.Namespace) -> int:
         fetch(url, target)
         written.append(str(target))
     if args.json:
-        print_json({"files": written, **answer})
+        print_json({**answer, "written": written})
     else:
         print("\n".join(written))
     return 0
