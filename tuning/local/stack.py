@@ -128,7 +128,7 @@ def _start_functions(
         servers[name] = start_function(name, environ=environ, log_dir=logs)
         state.functions[name] = {"pid": servers[name].pid, "port": servers[name].port}
         state.save(workdir)
-    with _environment(environ):
+    with pointed_at(environ):
         bootstrap(
             ServiceSettings.from_env(environ),
             dispatch_url=servers["dispatch"].url,
@@ -203,7 +203,7 @@ def _upload_demo_assets(environ: dict[str, str], workdir: Path) -> None:
             env=environ,
             stdout=subprocess.DEVNULL,
         )
-    with _environment(environ):
+    with pointed_at(environ):
         storage = GcsStore()
         storage.upload_dir(model_dir, f"gs://{BUCKETS['models']}/{DEMO_MODEL_PREFIX}")
         for split, rows in demo_dataset_splits().items():
@@ -213,7 +213,7 @@ def _upload_demo_assets(environ: dict[str, str], workdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _environment(environ: dict[str, str]) -> Iterator[None]:
+def pointed_at(environ: dict[str, str]) -> Iterator[None]:
     """Temporarily point this process's Google clients at the stack."""
     saved = {key: os.environ.get(key) for key in environ}
     os.environ.update(environ)

@@ -1,0 +1,164 @@
+"""The whole local stack through its public surfaces only: HTTP (via the CLI) and Pub/Sub."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import LocalStack
+from tuning.gcp.pubsub import Publisher
+from tuning.gcp.storage import GcsStore
+from tuning.local.demo import demo_request
+
+
+def quick_request(local_stack: LocalStack, **hyperparameters: Any) -> dict[str, Any]:
+    """The demo job, shortened: a few steps are enough to cross every stage."""
+    request = demo_request(
+        local_stack.exports["TUNING_DEMO_MODEL"], local_stack.exports["TUNING_DEMO_DATASET"]
+    )
+    request["training_config"]["hyperparameters"].update(
+        {"max_steps": 6, "logging_steps": 1, "save_strategy": "no", **hyperparameters}
+    )
+    return request
+
+
+def finished(job: dict[str, Any]) -> bool:
+    return job["status"] in {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def completed_job(local_stack: LocalStack) -> dict[str, Any]:
+    job_id = local_stack.submit(quick_request(local_stack), "completed")
+    return local_stack.wait_for(job_id, finished)
+
+
+def test_submitted_job_is_trained_exported_and_completed(completed_job: dict[str, Any]) -> None:
+    assert completed_job["status"] == "completed", completed_job.get("error")
+    metrics = completed_job["metrics"]
+    assert metrics["eval_loss"] > 0
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
+    assert completed_job["artifacts"]["adapter_path"].endswith(f"/{completed_job['job_id']}/")
+    assert completed_job["artifacts"]["merged_path"].endswith(f"/{completed_job['job_id']}/")
+    assert completed_job["progress"]["step"] == completed_job["progress"]["total_steps"] == 6
+
+
+def test_events_and_plot_show_both_loss_curves(
+    local_stack: LocalStack, completed_job: dict[str, Any], tmp_path: Path
+) -> None:
+    job_id = completed_job["job_id"]
+    history = json.loads(local_stack.cli("--json", "events", job_id).stdout)
+    types = [event["type"] for event in history]
+    assert types[0] == "preparing" and types[-1] == "completed"
+    assert {"training", "progress", "evaluation", "exporting"} <= set(types)
+
+    plot = tmp_path / "loss.png"
+    local_stack.cli("plot", job_id, "-o", str(plot))
+
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 100
+
+
+def test_download_fetches_the_merged_model(
+    local_stack: LocalStack, completed_job: dict[str, Any], tmp_path: Path
+) -> None:
+    local_stack.cli(
+        "download", completed_job["job_id"], "--artifact", "merged", "-o", str(tmp_path)
+    )
+
+    names = {path.name for path in tmp_path.iterdir()}
+    assert any(name.endswith(".safetensors") for name in names), names
+
+
+def test_watch_shows_a_progress_bar_that_advances(local_stack: LocalStack) -> None:
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=12), "watched")
+
+    result = local_stack.cli("watch", job_id, "--interval", "0.5", "--timeout", "300")
+
+    steps = {part.split("/")[0].split()[-1] for part in result.stderr.split("|") if "/12" in part}
+    assert result.returncode == 0
+    assert len(steps) >= 2, result.stderr[-2000:]
+    assert "completed" in result.stdout
+
+
+def test_request_published_by_another_service_completes(local_stack: LocalStack) -> None:
+    name = f"from-another-service-{uuid.uuid4().hex[:8]}"
+    request = quick_request(local_stack)
+    request["job_name"] = name
+
+    with local_stack.scoped():
+        Publisher(local_stack.exports["GOOGLE_CLOUD_PROJECT"]).publish(
+            local_stack.exports["TUNING_REQUESTS_TOPIC"], request
+        )
+
+    def published_job() -> dict[str, Any] | None:
+        listing = json.loads(local_stack.cli("--json", "list", "--limit", "100").stdout)
+        return next((job for job in listing["jobs"] if job["job_name"] == name), None)
+
+    job = None
+    for _ in range(60):
+        job = published_job()
+        if job is not None:
+            break
+        time.sleep(1)
+    assert job is not None, "the published request never became a job"
+    final = local_stack.wait_for(job["job_id"], finished)
+    assert final["status"] == "completed", final.get("error")
+
+
+def test_cancel_stops_a_running_job_and_keeps_it_cancelled(local_stack: LocalStack) -> None:
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=400), "cancelled")
+    local_stack.wait_for(job_id, lambda job: (job.get("progress") or {}).get("step", 0) >= 2)
+
+    local_stack.cli("cancel", job_id)
+
+    assert local_stack.job(job_id)["status"] == "cancelled"
+    time.sleep(5)  # late events of the stopped execution must not revive it
+    job = local_stack.job(job_id)
+    assert job["status"] == "cancelled"
+    assert job["progress"]["step"] < 400
+
+
+def test_delete_removes_every_object_of_a_completed_job(local_stack: LocalStack) -> None:
+    job_id = local_stack.submit(quick_request(local_stack), "deleted")
+    assert local_stack.wait_for(job_id, finished)["status"] == "completed"
+    models = local_stack.exports["TUNING_MODELS_BUCKET"]
+    config = local_stack.exports["TUNING_CONFIG_BUCKET"]
+    with local_stack.scoped():
+        before = GcsStore().list(f"gs://{models}/")
+    assert any(f"/{job_id}/" in uri for uri in before)
+
+    local_stack.cli("delete", job_id)
+
+    with local_stack.scoped():
+        remaining = GcsStore().list(f"gs://{models}/") + GcsStore().list(f"gs://{config}/")
+    assert not [uri for uri in remaining if job_id in uri]
+    assert local_stack.cli("status", job_id, check=False).returncode == 1
+
+
+def test_job_with_an_invalid_dataset_fails_as_a_user_error(local_stack: LocalStack) -> None:
+    dataset_id = f"broken-{uuid.uuid4().hex[:8]}"
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": [{"role": "user", "content": "no answer here"}]},
+    ]
+    data = local_stack.exports["TUNING_DATA_BUCKET"]
+    with local_stack.scoped():
+        GcsStore().upload_bytes(
+            f"gs://{data}/processed_datasets/{dataset_id}/train.jsonl",
+            "".join(json.dumps(row) + "\n" for row in rows).encode(),
+        )
+    request = copy.deepcopy(quick_request(local_stack))
+    request["processed_dataset_id"] = dataset_id
+
+    job = local_stack.wait_for(local_stack.submit(request, "broken"), finished)
+
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "user"
+    assert "row" in job["error"]["message"]
