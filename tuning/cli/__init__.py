@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tuning.cli import commands
+    from tuning.cli import commands, data_commands
 
     parser = argparse.ArgumentParser(
         prog="tuning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print raw JSON (for scripts)")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.register(sub)
+    data_commands.register(sub)
     return parser
 
 

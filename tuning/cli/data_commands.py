@@ -1,0 +1,131 @@
+"""Data commands: check and upload datasets, upload base models for air-gapped use.
+
+Datasets are checked here, before any upload, with the same row rules the
+trainer applies (so a job never waits for a GPU only to fail on row 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from tuning.cli import add_command, print_json
+from tuning.cli.client import ClientError
+
+TRAINER_TYPES = ["sft", "dpo", "orpo", "grpo"]
+
+
+def register(sub: Any) -> None:
+    datasets = sub.add_parser("datasets", help="check and upload datasets")
+    datasets_sub = datasets.add_subparsers(title="dataset commands", metavar="COMMAND")
+
+    parser = add_command(datasets_sub, "validate", validate, "check a dataset file's rows locally")
+    parser.add_argument("file", type=Path, help="a .jsonl or .parquet split")
+    parser.add_argument("--trainer-type", choices=TRAINER_TYPES, default="sft")
+    parser.add_argument("--tokenizer", type=Path, help="a model folder: count real tokens")
+
+    parser = add_command(datasets_sub, "upload", upload, "validate, then upload a dataset split")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--id", required=True, help="the processed_dataset_id to create")
+    parser.add_argument("--split", default="train", help="train, eval, test, validation ...")
+    parser.add_argument("--trainer-type", choices=TRAINER_TYPES, default="sft")
+    parser.add_argument("--bucket", help="the data bucket (default: $TUNING_DATA_BUCKET)")
+
+    models = sub.add_parser("models", help="upload base models")
+    models_sub = models.add_subparsers(title="model commands", metavar="COMMAND")
+    parser = add_command(models_sub, "upload", upload_model, "upload a model folder to GCS")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--to", required=True, help="gs://bucket/prefix/ to use as base_model_id")
+
+
+def check_file(path: Path, trainer_type: str, tokenizer: Path | None = None) -> dict[str, Any]:
+    """Validate every row of one split file; return row and token statistics."""
+    from trainer.data import SplitFile, read_rows, validate_rows
+    from trainer.errors import DatasetError
+    from trainer.recipes import RECIPES
+
+    if path.suffix not in {".jsonl", ".parquet"}:
+        raise ClientError(f"{path}: a dataset split is a .jsonl or .parquet file")
+    if not path.is_file():
+        raise ClientError(f"{path}: no such file")
+    recipe = next((r for (kind, _), r in RECIPES.items() if kind.value == trainer_type), None)
+    if recipe is None:
+        raise ClientError(f"this build cannot check {trainer_type} rows yet")
+    split = SplitFile(name=path.stem, uri=str(path), suffix=path.suffix)
+    try:
+        row_format, rows = validate_rows(
+            read_rows(path.read_bytes(), split), split=split, normalize=recipe.normalize_row
+        )
+    except DatasetError as error:
+        raise ClientError(str(error)) from None
+    texts = [_row_text(row) for row in rows]
+    stats: dict[str, Any] = {"rows": len(rows), "format": row_format.value}
+    if tokenizer is None:
+        stats["words"] = sum(len(text.split()) for text in texts)
+    else:
+        from transformers import AutoTokenizer
+
+        counts = [len(ids) for ids in AutoTokenizer.from_pretrained(tokenizer)(texts)["input_ids"]]
+        stats.update(
+            tokens=sum(counts), max_tokens=max(counts), mean_tokens=sum(counts) / len(counts)
+        )
+    return stats
+
+
+def _row_text(row: Any) -> str:
+    if isinstance(row, str):
+        return row
+    if isinstance(row, dict):  # roles and part types are markup, not text
+        return " ".join(_row_text(v) for k, v in row.items() if k not in {"role", "type"})
+    if isinstance(row, list):
+        return " ".join(_row_text(value) for value in row)
+    return "" if row is None else str(row)
+
+
+def validate(args: argparse.Namespace) -> int:
+    stats = check_file(args.file, args.trainer_type, args.tokenizer)
+    if args.json:
+        print_json(stats)
+    else:
+        details = ", ".join(f"{key} {value}" for key, value in stats.items())
+        print(f"{args.file}: ok ({details})")
+    return 0
+
+
+def upload(args: argparse.Namespace) -> int:
+    from tuning.errors import InvalidRequestError
+    from tuning.gcp.storage import GcsStore
+    from tuning.layout import StorageLayout
+
+    stats = check_file(args.file, args.trainer_type)
+    bucket = args.bucket or os.environ.get("TUNING_DATA_BUCKET")
+    if not bucket:
+        raise ClientError("no data bucket: pass --bucket or set TUNING_DATA_BUCKET")
+    layout = StorageLayout(data_bucket=bucket, config_bucket=bucket, models_bucket=bucket)
+    try:
+        prefix = layout.dataset_prefix(args.id)
+    except InvalidRequestError as error:  # an id that cannot be a path segment
+        raise ClientError(error.message) from None
+    uri = f"{prefix}{args.split}{args.file.suffix}"
+    GcsStore().upload_bytes(uri, args.file.read_bytes())
+    if args.json:
+        print_json({"uri": uri, **stats})
+    else:
+        print(f"{uri} ({stats['rows']} rows); use processed_dataset_id '{args.id}'")
+    return 0
+
+
+def upload_model(args: argparse.Namespace) -> int:
+    from tuning.gcp.storage import GcsStore
+
+    if not (args.directory / "config.json").is_file():
+        raise ClientError(f"{args.directory} has no config.json: not a Hugging Face model folder")
+    target = args.to if args.to.endswith("/") else f"{args.to}/"
+    uris = GcsStore().upload_dir(args.directory, target)
+    if args.json:
+        print_json({"base_model_id": target, "files": uris})
+    else:
+        print(f"uploaded {len(uris)} files; use base_model_id '{target}'")
+    return 0
