@@ -51,10 +51,10 @@ def demo_request(model_uri: str, dataset_id: str) -> dict[str, Any]:
             "trainer_type": "sft",
             "modality": "text",
             "hyperparameters": {
-                "learning_rate": 0.003,
+                "learning_rate": 0.01,
                 "batch_size": 4,
                 "gradient_accumulation_steps": 1,
-                "epochs": 4,
+                "epochs": 6,
                 "max_seq_length": 128,
                 "logging_steps": 2,
                 "save_strategy": "epoch",
