@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run up down test test-unit test-emulator lint format clean
+.PHONY: install run up down test test-unit test-emulator lint format openapi clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m tuning.api.openapi --check
+
+# Regenerate docs/openapi.json from the models (lint fails while it is stale).
+openapi: install
+	$(PY) -m tuning.api.openapi
 
 format: install
 	$(VENV)/bin/ruff format .

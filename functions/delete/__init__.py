@@ -1,0 +1,1 @@
+"""The delete Cloud Function (its main.py is the deployable's entry point)."""

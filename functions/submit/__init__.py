@@ -1,0 +1,1 @@
+"""The submit Cloud Function (its main.py is the deployable's entry point)."""

@@ -1,0 +1,89 @@
+"""Owner scoping: with OWNER_SCOPING on, callers reach only their own jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from werkzeug.test import TestResponse
+
+from tests.emulator.test_api_stack import ApiStack, fake_id_token, seed_request
+from tuning.http import LOCAL_CALLER_HEADER
+from tuning.jobs import Artifacts
+
+ALICE, BOB = "alice@example.com", "bob@example.com"
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str) -> ApiStack:
+    return ApiStack.start(monkeypatch, tmp_path, unique, owner_scoping=True)
+
+
+def every_job_route(stack: ApiStack, job_id: str, headers: dict[str, str]) -> list[TestResponse]:
+    status, delete = stack.clients["status"], stack.clients["delete"]
+    return [
+        status.get(f"/jobs/{job_id}", headers=headers),
+        status.get(f"/jobs/{job_id}/events", headers=headers),
+        status.get(f"/jobs/download/{job_id}", headers=headers),
+        delete.post(f"/jobs/{job_id}/cancel", headers=headers),
+        delete.delete(f"/jobs/{job_id}", headers=headers),
+    ]
+
+
+def completed_job_of(stack: ApiStack, owner: str) -> str:
+    job_id = stack.submit(seed_request(), caller=owner).get_json()["job_id"]
+    gguf = stack.upload(stack.settings.layout.gguf_uri(job_id, "q8_0"))
+    stack.complete_job(job_id, Artifacts(gguf_path=gguf))
+    return job_id
+
+
+def test_others_jobs_are_404_on_every_route_and_stay_untouched(stack: ApiStack) -> None:
+    alices = completed_job_of(stack, ALICE)
+    bobs = completed_job_of(stack, BOB)
+
+    answers = every_job_route(stack, alices, {LOCAL_CALLER_HEADER: BOB})
+    listed = stack.get("/jobs", caller=BOB).get_json()["jobs"]
+
+    assert [answer.status_code for answer in answers] == [404] * 5
+    assert [job["job_id"] for job in listed] == [bobs]
+    assert stack.get(f"/jobs/{alices}", caller=ALICE).get_json()["status"] == "completed"
+    assert stack.get(f"/jobs/download/{alices}", caller=ALICE).status_code == 200
+
+
+def test_the_id_token_names_the_caller(stack: ApiStack) -> None:
+    alices = completed_job_of(stack, ALICE)
+    headers = {"Authorization": f"Bearer {fake_id_token(email=ALICE, sub='42')}"}
+
+    answer = stack.clients["status"].get(f"/jobs/{alices}", headers=headers)
+    listed = stack.clients["status"].get("/jobs", headers=headers)
+
+    assert answer.status_code == 200
+    assert [job["job_id"] for job in listed.get_json()["jobs"]] == [alices]
+
+
+def test_without_an_identity_every_route_is_401(stack: ApiStack) -> None:
+    alices = completed_job_of(stack, ALICE)
+    malformed = {"Authorization": "Bearer not-a-jwt"}
+
+    answers = [
+        *every_job_route(stack, alices, {}),
+        *every_job_route(stack, alices, malformed),
+        stack.clients["status"].get("/jobs"),
+        stack.clients["submit"].post("/train", json=seed_request()),
+    ]
+
+    assert {answer.status_code for answer in answers} == {401}
+    assert {answer.get_json()["error"]["code"] for answer in answers} == {"unauthenticated"}
+    assert stack.services.jobs.get(alices).status.value == "completed"
+
+
+def test_the_local_header_counts_only_where_the_local_stack_trusts_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
+) -> None:
+    stack = ApiStack.start(
+        monkeypatch, tmp_path, unique, owner_scoping=True, trust_local_header=False
+    )
+
+    answer = stack.submit(seed_request(), caller=ALICE)
+
+    assert answer.status_code == 401

@@ -1,0 +1,247 @@
+"""What the HTTP API answers, and the query parameters it accepts (pydantic v2).
+
+Field names follow the seed service where it had them. The OpenAPI document is
+generated from these models, so their descriptions are the API's reference.
+A job's `secret_references`, `config_uri` and request fingerprint are internal
+and appear in no response model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from tuning.events import JobEvent
+from tuning.jobs import (
+    Artifacts,
+    DatasetStats,
+    JobError,
+    JobRecord,
+    JobStatus,
+    Metrics,
+    Progress,
+)
+from tuning.spec import GgufQuantization, Method, Modality, TrainerType, field_error
+
+MAX_PAGE_TOKEN_LENGTH = 1000
+
+
+class Answer(BaseModel):
+    """Base of every response model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Query(BaseModel):
+    """Base of query-parameter models: an unknown or misspelt parameter is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Responses -----------------------------------------------------------------
+
+
+class Problem(Answer):
+    field: str = Field(..., description="Dotted path of the field, empty for the whole body.")
+    message: str
+
+
+class ErrorDetail(Answer):
+    code: str = Field(..., description="Stable machine-readable reason, e.g. `not_found`.")
+    message: str = Field(..., description="What went wrong and, where it helps, how to fix it.")
+    field: str | None = Field(None, description="The request field to fix, when one is to blame.")
+    details: list[Problem] | None = Field(None, description="Every problem, when several.")
+
+
+class ErrorResponse(Answer):
+    """Every 4xx and 503 answer."""
+
+    error: ErrorDetail
+
+
+class Health(Answer):
+    status: Literal["ok"] = "ok"
+    function: str = Field(..., description="Which function answered.")
+
+
+class SubmitResponse(Answer):
+    job_id: str = Field(..., description="The job's id; the same id when a submit is replayed.")
+    status: JobStatus = Field(..., description="`queued` for a new job; the current status.")
+
+
+class JobSummary(Answer):
+    """One item of `GET /jobs`: the seed's list fields plus timestamps."""
+
+    job_id: str
+    job_name: str
+    base_model_id: str
+    status: JobStatus
+    modality: Modality
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobSummary:
+        return cls(
+            job_id=job.job_id,
+            job_name=job.job_name,
+            base_model_id=job.base_model_id,
+            status=job.status,
+            modality=job.modality,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobList(Answer):
+    jobs: list[JobSummary] = Field(..., description="Newest first.")
+    next_page_token: str | None = Field(
+        None, description="Pass as `page_token` for the next page; null on the last page."
+    )
+
+
+class JobDetail(Answer):
+    """`GET /jobs/{job_id}`: the seed's fields, then progress, artifacts and execution."""
+
+    job_id: str
+    job_name: str
+    status: JobStatus
+    status_reason: str | None = Field(None, description="Why the job waits or was stopped.")
+    modality: Modality
+    wandb_url: str | None = None
+    adapter_path: str | None = Field(
+        None, description="gs:// prefix of the trained adapter (or the merged model)."
+    )
+    base_model_id: str
+    gguf_path: str | None = Field(None, description="gs:// URI of the first GGUF file.")
+    metrics: Metrics | None = Field(None, description="Latest evaluation and training figures.")
+    error: JobError | None = Field(
+        None,
+        description="Why the job failed; `type` says whether the user or the system is to blame.",
+    )
+    processed_dataset_id: str
+    trainer_type: TrainerType
+    method: Method
+    owner: str | None = Field(None, description="Who submitted the job.")
+    created_at: datetime
+    updated_at: datetime
+    dispatched_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    artifacts: Artifacts
+    dataset_stats: DatasetStats | None = None
+    attempt: int = Field(..., description="The Cloud Run task attempt now reporting.")
+    execution: str | None = Field(None, description="The execution running the job.")
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobDetail:
+        artifacts = job.artifacts
+        return cls(
+            job_id=job.job_id,
+            job_name=job.job_name,
+            status=job.status,
+            status_reason=job.status_reason,
+            modality=job.modality,
+            wandb_url=job.wandb_url,
+            # The seed reported the model's folder here whichever format was exported.
+            adapter_path=artifacts.adapter_path or artifacts.merged_path,
+            base_model_id=job.base_model_id,
+            gguf_path=artifacts.gguf_path,
+            metrics=job.metrics,
+            error=job.error,
+            processed_dataset_id=job.processed_dataset_id,
+            trainer_type=job.trainer_type,
+            method=job.method,
+            owner=job.owner,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            dispatched_at=job.dispatched_at,
+            finished_at=job.finished_at,
+            progress=job.progress,
+            artifacts=artifacts,
+            dataset_stats=job.dataset_stats,
+            attempt=job.attempt,
+            execution=job.execution,
+        )
+
+
+class EventList(Answer):
+    events: list[JobEvent] = Field(..., description="Applied lifecycle events, oldest first.")
+    next_page_token: str | None = None
+
+
+class ArtifactKind(StrEnum):
+    GGUF = "gguf"
+    ADAPTER = "adapter"
+    MERGED = "merged"
+
+
+class DownloadFile(Answer):
+    path: str = Field(..., description="The file's name relative to the artifact's folder.")
+    download_url: str
+
+
+class DownloadLinks(Answer):
+    """Short-lived V4 signed URLs for one artifact of a completed job."""
+
+    job_id: str
+    artifact: ArtifactKind
+    download_url: str = Field(
+        ...,
+        description="The artifact's main file: the GGUF file, or the first weights file "
+        "(`*.safetensors`) of the adapter or merged folder.",
+    )
+    expires_at: AwareDatetime
+    files: list[DownloadFile] = Field(
+        ..., description="Every file of the artifact (one for GGUF), each with its own URL."
+    )
+
+
+class DeleteResponse(Answer):
+    """The seed's response to `DELETE /jobs/{job_id}`."""
+
+    job_id: str
+    deleted: bool
+    message: str
+    deleted_resources: list[str] = Field(
+        ..., description="GCS prefixes and objects, secrets and the job record that were removed."
+    )
+
+
+# Query parameters ----------------------------------------------------------
+
+
+class NoQuery(Query):
+    """Operations that take no query parameters reject any they are given."""
+
+
+class ListJobsQuery(Query):
+    # The seed listed every job; the largest page keeps small deployments seeing them all.
+    limit: int = Field(100, ge=1, le=100, description="Jobs per page.")
+    page_token: str | None = Field(
+        None, min_length=1, max_length=MAX_PAGE_TOKEN_LENGTH, description="From `next_page_token`."
+    )
+    status: JobStatus | None = Field(None, description="Only jobs in this status.")
+
+
+class EventsQuery(Query):
+    limit: int = Field(100, ge=1, le=1000, description="Events per page.")
+    page_token: str | None = Field(
+        None, min_length=1, max_length=MAX_PAGE_TOKEN_LENGTH, description="From `next_page_token`."
+    )
+
+
+class DownloadQuery(Query):
+    artifact: ArtifactKind = Field(ArtifactKind.GGUF, description="Which artifact to download.")
+    quantization: GgufQuantization | None = Field(
+        None, description="For `gguf`: which GGUF file; the first one written when omitted."
+    )
+
+    @model_validator(mode="after")
+    def _quantization_is_for_gguf(self) -> DownloadQuery:
+        if self.quantization is not None and self.artifact is not ArtifactKind.GGUF:
+            raise field_error("quantization", "quantization applies to artifact=gguf only")
+        return self
