@@ -142,7 +142,14 @@ class JobRecord(BaseModel):
     )
     attempt: int = Field(0, ge=0, description="The Cloud Run task attempt now reporting.")
     execution: str | None = Field(None, description="The Cloud Run execution running the job.")
-    dispatched_at: datetime | None = None
+    dispatch_claim: str | None = Field(
+        None, description="The dispatch delivery that holds the right to launch the job."
+    )
+    dispatch_claimed_at: datetime | None = None
+    dispatched_at: datetime | None = Field(None, description="When its execution was started.")
+    requeued_at: datetime | None = Field(
+        None, description="When reconcile last re-published the job for dispatch."
+    )
     last_event_at: datetime | None = None
     finished_at: datetime | None = None
     progress: Progress | None = None

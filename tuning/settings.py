@@ -119,7 +119,18 @@ class LauncherSettings(ServiceSettings):
     launcher: LauncherBackend = Field(LauncherBackend.CLOUD_RUN, validation_alias=env("LAUNCHER"))
     trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
     max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
-    stale_after_seconds: int = Field(900, ge=30, validation_alias=env("RECONCILE_STALE_SECONDS"))
+    # Reconcile only ever fails a job whose execution has *ended*, so a short threshold
+    # makes it look sooner, never fail a running job; tests and the local stack use seconds.
+    stale_after_seconds: int = Field(900, ge=1, validation_alias=env("RECONCILE_STALE_SECONDS"))
+    # The local launcher (LAUNCHER=local) only: what it runs, where it keeps executions,
+    # and how often it restarts a failed task (Cloud Run's max_retries lives in Terraform).
+    local_trainer_command: str | None = Field(
+        None,
+        validation_alias=env("LOCAL_TRAINER_COMMAND"),
+        description="python -m trainer if unset",
+    )
+    local_launcher_dir: str = Field(".local/executions", validation_alias=env("LOCAL_LAUNCHER_DIR"))
+    trainer_max_retries: int = Field(3, ge=0, le=10, validation_alias=env("TRAINER_MAX_RETRIES"))
 
 
 class TrainerSettings(ServiceSettings):
@@ -131,3 +142,13 @@ class TrainerSettings(ServiceSettings):
     attempt: int = Field(0, ge=0, validation_alias=env("CLOUD_RUN_TASK_ATTEMPT"))
     execution: str | None = Field(None, validation_alias=env("CLOUD_RUN_EXECUTION"))
     work_dir: str = Field("/tmp/tuning", validation_alias=env("TRAINER_WORK_DIR"))  # noqa: S108
+    # Must equal the Cloud Run job's max_retries: the attempt with this index is the last one,
+    # so the trainer reports a system failure itself instead of asking for another retry.
+    max_retries: int = Field(3, ge=0, le=10, validation_alias=env("TRAINER_MAX_RETRIES"))
+    progress_interval_seconds: float = Field(
+        30.0, ge=0, validation_alias=env("TRAINER_PROGRESS_INTERVAL_SECONDS")
+    )
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_retries

@@ -216,8 +216,11 @@ def download(args: argparse.Namespace) -> int:
     written = []
     for entry in files:
         url = entry["download_url"]
-        name = entry.get("name") or Path(unquote(urlparse(url).path)).name
-        target = args.output / Path(name).name
+        relative = entry.get("path") or Path(unquote(urlparse(url).path)).name
+        if relative.startswith("/") or ".." in Path(relative).parts:
+            raise ClientError(f"refusing to write {relative!r} outside {args.output}")
+        target = args.output / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
         fetch(url, target)
         written.append(str(target))
     if args.json:
