@@ -69,7 +69,7 @@ class JobError(Part):
 
 
 class Progress(Part):
-    step: int = Field(0, ge=0, description="Optimizer steps done in this attempt.")
+    step: int = Field(0, ge=0, description="Optimizer steps done (the global step).")
     total_steps: int | None = Field(None, ge=0)
     epoch: float | None = Field(None, ge=0)
     loss: float | None = None

@@ -1,0 +1,94 @@
+"""Progress events: throttled by a minimum interval, last step always sent, ETA and tokens/s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.callbacks import LifecycleEventsCallback
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def training(self, **kwargs: Any) -> None:
+        self.calls.append(("training", kwargs))
+
+    def progress_update(self, progress: Any) -> None:
+        self.calls.append(("progress", progress))
+
+    def evaluation(self, metrics: Any) -> None:
+        self.calls.append(("evaluation", metrics))
+
+
+@dataclass
+class State:
+    global_step: int = 0
+    max_steps: int = 10
+    epoch: float = 0.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_is_throttled_but_the_last_step_is_always_sent() -> None:
+    reporter, clock, state = RecordingReporter(), Clock(), State(global_step=4)
+    callback = LifecycleEventsCallback(
+        reporter,
+        min_interval_seconds=30,
+        wandb_url=None,
+        dataset_stats=None,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    callback.on_train_begin(None, state, None)  # resumed at step 4
+    sent = []
+    for step, tokens in [(5, 100), (6, 200), (7, 300), (10, 600)]:
+        clock.now += 10
+        state.global_step = step
+        callback.on_log(
+            None, state, None, logs={"loss": 1.0, "learning_rate": 0.1, "num_tokens": tokens}
+        )
+        sent = [call[1] for call in reporter.calls if call[0] == "progress"]
+
+    assert reporter.calls[0] == (
+        "training",
+        {"total_steps": 10, "wandb_url": None, "dataset_stats": None},
+    )
+    assert [p.step for p in sent] == [5, 10]  # 6 and 7 fell inside the 30 s interval
+    assert sent[0].eta_seconds == 50.0  # 10 s for 1 step since the resume, 5 steps to go
+    assert sent[-1].eta_seconds == 0.0
+    assert sent[-1].tokens_per_second == 30.0  # (600 - 300) tokens in 10 s
+
+
+def test_evaluation_reports_perplexity_as_exp_of_eval_loss() -> None:
+    import math
+
+    reporter = RecordingReporter()
+    callback = LifecycleEventsCallback(
+        reporter,
+        min_interval_seconds=0,
+        wandb_url=None,
+        dataset_stats=None,  # type: ignore[arg-type]
+    )
+
+    callback.on_evaluate(
+        None,
+        State(global_step=3),
+        None,
+        metrics={"eval_loss": 2.0, "eval_token_accuracy": 0.5, "eval_runtime": 1.5},
+    )
+
+    ((_, metrics),) = reporter.calls
+    assert (metrics.eval_loss, metrics.accuracy, metrics.eval_runtime, metrics.step) == (
+        2.0,
+        0.5,
+        1.5,
+        3,
+    )
+    assert metrics.perplexity == math.exp(2.0)

@@ -1,0 +1,156 @@
+"""How a job ends when it cannot succeed: who is at fault, and whether Cloud Run retries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_jsonl
+from trainer.checkpoints import CheckpointStore
+from trainer.errors import JobGone
+from trainer.main import main
+from tuning.events import EventType, FailedEvent
+from tuning.jobs import ErrorType, JobStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def request_for(stack: TrainerStack, model_uri: str, rows: list[object]) -> dict[str, object]:
+    stack.upload_dataset("colours", {"train.jsonl": to_jsonl(rows)})
+    request = base_request()
+    request["processed_dataset_id"] = "colours"
+    request["training_config"]["base_model_id"] = model_uri
+    return request
+
+
+def run_trainer_process(
+    stack: TrainerStack, job_id: str, attempt: int = 0
+) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, **stack.environ(job_id, attempt), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+# `python -m trainer`, plus a line saying whether torch was ever imported.
+PROBE = (
+    "import sys\n"
+    "from trainer.main import main\n"
+    "code = main()\n"
+    "print('torch imported:', 'torch' in sys.modules)\n"
+    "sys.exit(code)\n"
+)
+
+
+def test_broken_row_fails_fast_as_a_user_error_without_retry(stack: TrainerStack) -> None:
+    rows = colour_rows(6)
+    rows[3]["messages"][1] = {"role": "assistant"}  # no content
+    # The model does not exist: had it been looked at before the rows, that would be the error.
+    missing_model = f"gs://{stack.models_bucket}/base_models/never-uploaded/"
+    job_id = stack.submit(request_for(stack, missing_model, rows))
+    started = time.monotonic()
+
+    process = run_trainer_process(stack, job_id)
+    output = process.communicate(timeout=120)[0].decode()
+
+    assert process.returncode == 0, output  # 0: Cloud Run does not retry
+    assert "torch imported: False" in output
+    assert time.monotonic() - started < 60
+    events = stack.pull_events(job_id)
+    assert [e.type for e in events] == [EventType.PREPARING, EventType.FAILED]
+    error = events[-1].payload.error
+    assert error.type is ErrorType.USER and error.code == "invalid_dataset"
+    assert "row 3" in error.message and "messages[1].content" in error.message
+    assert "train" in error.message
+
+
+def test_unsupported_trainer_type_fails_once_without_retry(stack: TrainerStack) -> None:
+    request = request_for(stack, f"gs://{stack.models_bucket}/base_models/x/", colour_rows(4))
+    request["training_config"]["trainer_type"] = "dpo"
+    request["training_config"]["hyperparameters"]["max_seq_length"] = 1024
+    job_id = stack.submit(request)
+
+    code = main(settings=stack.settings(job_id), services=stack.services(job_id))
+
+    events = stack.pull_events(job_id)
+    assert code == 0
+    assert isinstance(events[-1], FailedEvent)
+    assert events[-1].payload.error.code == "unsupported"
+    assert "dpo" in events[-1].payload.error.message
+    assert EventType.TRAINING not in [e.type for e in events]
+
+
+def test_unexpected_error_is_retried_and_reported_on_the_last_attempt(stack: TrainerStack) -> None:
+    model_uri = f"gs://{stack.models_bucket}/base_models/broken/"
+    stack.storage.upload_bytes(f"{model_uri}config.json", b"{not json")
+    job_id = stack.submit(request_for(stack, model_uri, colour_rows(4)))
+
+    first = main(settings=stack.settings(job_id, attempt=0), services=stack.services(job_id))
+    last = main(settings=stack.settings(job_id, attempt=2), services=stack.services(job_id))
+
+    events = stack.pull_events(job_id)
+    assert (first, last) == (1, 1)  # non-zero: the execution shows as failed
+    assert [e.attempt for e in events if e.type is EventType.FAILED] == [2]
+    failed = events[-1]
+    assert isinstance(failed, FailedEvent) and failed.payload.error.type is ErrorType.SYSTEM
+
+
+def test_cancelled_job_stops_without_events_or_files(
+    stack: TrainerStack, tiny_gemma3: Path
+) -> None:
+    job_id = stack.submit(request_for(stack, stack.upload_model(tiny_gemma3, "m"), colour_rows(4)))
+    services = stack.services(job_id)
+    services.jobs.update(job_id, lambda job: job.model_copy(update={"status": JobStatus.CANCELLED}))
+
+    code = main(settings=stack.settings(job_id), services=services)
+
+    assert code == 0
+    assert stack.pull_events(job_id, until_terminal=False, timeout=2) == []
+    assert not stack.storage.list(f"gs://{stack.models_bucket}/checkpoints/")
+    assert not stack.storage.list(f"gs://{stack.models_bucket}/trained_adapters/")
+
+
+def test_checkpoint_upload_writes_nothing_for_a_deleted_job(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+
+    def gone() -> None:
+        raise JobGone("deleted")
+
+    store = CheckpointStore(
+        stack.storage, stack.settings("any-job").layout, "any-job", ensure_job_active=gone
+    )
+
+    with pytest.raises(JobGone):
+        store.upload(tmp_path, step=4)
+    assert store.complete_steps() == []
+
+
+def test_checkpoints_count_once_marked_and_older_ones_are_dropped(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    layout = stack.settings("any-job").layout
+    store = CheckpointStore(stack.storage, layout, "any-job", ensure_job_active=lambda: None)
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    unmarked = layout.checkpoint_prefix("any-job", 9)
+    stack.storage.upload_bytes(f"{unmarked}adapter_model.safetensors", b"half an upload")
+
+    store.upload(tmp_path, step=2)
+    store.upload(tmp_path, step=4)
+
+    assert store.complete_steps() == [4]
+    latest = store.latest()
+    assert latest is not None and latest.step == 4
+    restored = store.download(latest, tmp_path / "restore")
+    assert restored.name == "checkpoint-4" and (restored / "trainer_state.json").is_file()

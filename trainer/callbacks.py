@@ -1,0 +1,126 @@
+"""Trainer callbacks: lifecycle events for the job, and checkpoint uploads to GCS.
+
+Imported lazily (it needs transformers). The callbacks publish through the
+job's EventReporter, so every event carries the attempt and its sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from trainer.checkpoints import CheckpointStore
+from trainer.metrics import evaluation_metrics
+from tuning.jobs import DatasetStats, Progress
+from tuning.reporting import EventReporter
+
+logger = logging.getLogger(__name__)
+
+
+class LifecycleEventsCallback(TrainerCallback):
+    """Publishes `training`, throttled `progress` and every `evaluation`."""
+
+    def __init__(
+        self,
+        reporter: EventReporter,
+        *,
+        min_interval_seconds: float,
+        wandb_url: str | None,
+        dataset_stats: DatasetStats | None,
+        report_accuracy: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reporter = reporter
+        self.min_interval_seconds = min_interval_seconds
+        self.wandb_url = wandb_url
+        self.dataset_stats = dataset_stats
+        self.report_accuracy = report_accuracy
+        self.clock = clock
+        self.started_at = 0.0
+        self.first_step = 0
+        self.last_published_at: float | None = None
+        self.last_log: tuple[float, float] | None = None  # (time, tokens seen)
+        self.tokens_per_second: float | None = None
+        self.last_evaluation_step: int | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started_at = self.clock()
+        self.first_step = state.global_step  # not 0 when resumed from a checkpoint
+        self.reporter.training(
+            total_steps=state.max_steps, wandb_url=self.wandb_url, dataset_stats=self.dataset_stats
+        )
+
+    def on_log(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or "loss" not in logs:
+            return  # evaluation and end-of-training summaries are reported elsewhere
+        now = self.clock()
+        tokens = logs.get("num_tokens")
+        if tokens is not None and self.last_log is not None and now > self.last_log[0]:
+            self.tokens_per_second = max(
+                0.0, (tokens - self.last_log[1]) / (now - self.last_log[0])
+            )
+        if tokens is not None:
+            self.last_log = (now, tokens)
+        done = state.global_step >= state.max_steps
+        recent = self.last_published_at is not None and (
+            now - self.last_published_at < self.min_interval_seconds
+        )
+        if recent and not done:
+            return
+        self.last_published_at = now
+        self.reporter.progress_update(self.progress(state, logs, now))
+
+    def progress(self, state: Any, logs: dict[str, float], now: float) -> Progress:
+        steps_done = state.global_step - self.first_step
+        remaining = max(0, state.max_steps - state.global_step)
+        eta = (now - self.started_at) / steps_done * remaining if steps_done > 0 else None
+        return Progress(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=state.epoch,
+            loss=logs.get("loss"),
+            learning_rate=logs.get("learning_rate"),
+            tokens_per_second=self.tokens_per_second,
+            eta_seconds=eta,
+        )
+
+    def on_evaluate(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not metrics:
+            return
+        self.last_evaluation_step = state.global_step
+        self.reporter.evaluation(
+            evaluation_metrics(metrics, step=state.global_step, with_accuracy=self.report_accuracy)
+        )
+
+
+class CheckpointUploadCallback(TrainerCallback):
+    """Uploads each checkpoint the Trainer saves; the store checks the job is still wanted."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if directory.is_dir():
+            self.store.upload(directory, state.global_step)
+        else:
+            logger.warning("checkpoint %s was not written; nothing uploaded", directory)

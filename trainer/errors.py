@@ -1,0 +1,58 @@
+"""What can end a trainer run, and who is at fault.
+
+Permanent errors are reported once with `failed` and end the task with exit
+code 0, because a Cloud Run retry would fail the same way; anything else is
+treated as transient and exits non-zero so that Cloud Run retries the task.
+"""
+
+from __future__ import annotations
+
+from tuning.errors import TuningError
+from tuning.jobs import ErrorType
+
+
+class PermanentError(TuningError):
+    """Retrying the same task cannot help."""
+
+    error_type = ErrorType.USER
+    code = "invalid_job"
+
+
+class UserError(PermanentError):
+    """The job's dataset, config or model reference is wrong: the user must fix it."""
+
+
+class DatasetError(UserError):
+    """A dataset file or row does not fit the trainer; the message names split, row and field."""
+
+    code = "invalid_dataset"
+
+
+class ModelNotFoundError(UserError):
+    code = "model_not_found"
+
+
+class UnsupportedError(PermanentError):
+    """A valid request this trainer build cannot run yet (a later build may)."""
+
+    error_type = ErrorType.SYSTEM
+    code = "unsupported"
+
+
+class BrokenJobError(PermanentError):
+    """The job's own files are inconsistent (e.g. its config is gone): our fault, not retryable."""
+
+    error_type = ErrorType.SYSTEM
+    code = "broken_job"
+
+
+class OutOfMemoryError(UserError):
+    """The configuration does not fit the accelerator; the same config would run out again."""
+
+    code = "out_of_memory"
+
+
+class JobGone(TuningError):  # noqa: N818  (not an error of the job: it was deleted or stopped)
+    """The job was deleted, cancelled or handed to another execution: stop without writing."""
+
+    code = "job_gone"

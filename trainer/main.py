@@ -1,0 +1,119 @@
+"""Entry point of the trainer, the Cloud Run GPU job: runs the job named by JOB_ID.
+
+    JOB_ID=training_abc123_gemma-3-1b-it_0a1b2c3d4e5f CLOUD_RUN_TASK_ATTEMPT=0 \\
+    PROJECT_ID=my-project GCS_CONFIG_BUCKET_NAME=my-configs \\
+    GCS_DATA_BUCKET_NAME=my-data GCS_MODELS_BUCKET_NAME=my-models \\
+    HF_HUB_OFFLINE=1 python -m trainer
+
+Exit codes follow the Cloud Run job contract: 0 when retrying cannot help (the
+job completed, failed for a reason that a retry would repeat, or was deleted
+or cancelled meanwhile), non-zero when a retry can (a dependency was
+unavailable, or an unexpected error). On the last allowed attempt the trainer
+publishes `failed` itself, because no retry will come to do it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from trainer.errors import JobGone, PermanentError
+from tuning.jobs import ErrorType
+from tuning.logs import job_context, redact, setup_logging
+from tuning.reporting import EventReporter
+from tuning.services import Services
+from tuning.settings import SettingsError, TrainerSettings
+
+if TYPE_CHECKING:
+    from trainer.export import HubUploader
+
+logger = logging.getLogger("trainer")
+
+EXIT_DONE = 0  # nothing a retry could change
+EXIT_RETRY = 1  # Cloud Run retries the task while attempts remain
+
+
+def main(
+    *,
+    settings: TrainerSettings | None = None,
+    services: Services | None = None,
+    hub_uploader: HubUploader | None = None,
+) -> int:
+    """Run the job from the environment and return the process exit code."""
+    setup_logging("trainer")
+    _quiet_libraries()
+    try:
+        settings = settings or TrainerSettings.from_env()
+    except SettingsError as error:
+        logger.critical("%s", error.message)
+        return EXIT_RETRY  # a broken deployment: let the execution show as failed
+    services = services or Services(settings)
+    reporter = EventReporter(
+        services.publisher,
+        settings.events_topic,
+        job_id=settings.job_id,
+        attempt=settings.attempt,
+        execution=settings.execution,
+    )
+    with job_context(settings.job_id):
+        return run_and_report(settings, services, reporter, hub_uploader=hub_uploader)
+
+
+def run_and_report(
+    settings: TrainerSettings,
+    services: Services,
+    reporter: EventReporter,
+    *,
+    hub_uploader: HubUploader | None = None,
+) -> int:
+    """Run the pipeline and turn its outcome into events and an exit code."""
+    from trainer.export import HuggingFaceHubUploader
+    from trainer.pipeline import run_training_job
+
+    logger.info("attempt %d of job %s starting", settings.attempt, settings.job_id)
+    try:
+        run_training_job(
+            settings,
+            services,
+            reporter,
+            hub_uploader=hub_uploader or HuggingFaceHubUploader(),
+        )
+    except JobGone as error:
+        logger.warning("stopping without writing: %s", error.message)
+        return EXIT_DONE
+    except PermanentError as error:
+        message = redact(error.message)
+        logger.error("job failed (%s, %s): %s", error.error_type.value, error.code, message)
+        return _report_failure(reporter, message, error.error_type, error.code, EXIT_DONE)
+    except Exception as error:
+        logger.exception("attempt %d failed", settings.attempt)
+        if not settings.is_last_attempt:
+            return EXIT_RETRY
+        message = redact(f"{type(error).__name__}: {error}")
+        code = getattr(error, "code", "internal")
+        return _report_failure(reporter, message, ErrorType.SYSTEM, code, EXIT_RETRY)
+    logger.info("job completed")
+    return EXIT_DONE
+
+
+def _report_failure(
+    reporter: EventReporter, message: str, error_type: ErrorType, code: str, exit_code: int
+) -> int:
+    try:
+        reporter.failed(message, error_type=error_type, code=code)
+    except Exception:
+        # Unreported, the failure would leave the job hanging: let Cloud Run retry the task,
+        # which fails the same way and reports it then (or reconcile catches the execution).
+        logger.exception("could not publish the failure")
+        return EXIT_RETRY
+    return exit_code
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and per-step prints would flood Cloud Logging; events carry progress."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for name in ("transformers", "datasets", "accelerate", "peft", "trl"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,241 @@
+"""One training job from config to artifacts, in the order of ARCHITECTURE.md "Trainer pipeline".
+
+1. job config and secrets, `preparing`;  2. dataset validated (rows, then tokens);
+3. base model fetched, loaded, quantized and wrapped by the recipe;  4. training with
+events;  5. checkpoints to GCS, resumed by a retried attempt (`restarted`);
+6. export, `completed`, W&B finished. Errors propagate; `trainer.main` decides
+what they mean for the task's exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from trainer.batching import plan_batching
+from trainer.checkpoints import CheckpointStore
+from trainer.data import DatasetSplits, SplitFile, load_splits
+from trainer.export import ExportJob, HubUploader, check_export_supported, export_model
+from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
+from trainer.job import Job, ensure_job_active, load_job
+from trainer.modeling import fetch_base_model, load_model_config, load_tokenizer
+from trainer.recipes import Recipe, TrainingRun, evaluation_enabled, recipe_for
+from trainer.stats import dataset_stats, token_lengths
+from trainer.tracking import WandbTracker
+from tuning.jobs import DatasetStats
+from tuning.reporting import EventReporter
+from tuning.services import Services
+from tuning.settings import TrainerSettings
+from tuning.spec import ExportFormat, Hyperparameters, Provider
+
+logger = logging.getLogger(__name__)
+
+
+def run_training_job(
+    settings: TrainerSettings,
+    services: Services,
+    reporter: EventReporter,
+    *,
+    hub_uploader: HubUploader | None = None,
+    hardware: Hardware | None = None,
+) -> None:
+    job = load_job(settings, services)
+    config = job.request.training_config
+    reporter.preparing("validating the dataset")
+    recipe = recipe_for(config)
+    check_export_supported(config.export_config)
+    if config.provider is Provider.UNSLOTH:
+        reporter.message("provider 'unsloth' runs on the Hugging Face stack here", "warning")
+    splits = _load_dataset(job, services, recipe)
+
+    _route_library_logs()
+    work_dir = Path(settings.work_dir) / settings.job_id
+    shutil.rmtree(work_dir, ignore_errors=True)  # a rerun on the same disk starts clean
+    reporter.preparing("fetching the base model")
+    model_dir = fetch_base_model(
+        config.base_model_id,
+        storage=services.storage,
+        directory=work_dir / "base",
+        token=job.hf_token,
+    )
+    tokenizer = load_tokenizer(model_dir)
+    stats = _dataset_statistics(splits, tokenizer, config.hyperparameters)
+
+    hardware = hardware or detect()
+    hp = config.hyperparameters
+    attention = choose_attention(
+        load_model_config(model_dir), use_fa2=hp.use_fa2, hardware=hardware
+    )
+    if hp.use_fa2 and attention != FLASH_ATTENTION:
+        reporter.message(f"FlashAttention-2 is not available here; using {attention}", "warning")
+    active = functools.partial(ensure_job_active, services, settings)
+    checkpoints = CheckpointStore(
+        services.storage, settings.layout, settings.job_id, ensure_job_active=active
+    )
+    resume_from = _resume_point(checkpoints, work_dir / "output", reporter, settings)
+    run = TrainingRun(
+        config=config,
+        splits=splits,
+        model_dir=model_dir,
+        output_dir=work_dir / "output",
+        tokenizer=tokenizer,
+        hardware=hardware,
+        attention=attention,
+        batching=plan_batching(
+            packing=hp.packing,
+            batch_size=hp.batch_size,
+            gradient_accumulation_steps=hp.gradient_accumulation_steps,
+            attention=attention,
+        ),
+        evaluate=evaluation_enabled(config),
+        resume_from=resume_from,
+        run_name=settings.job_id,
+        warn=functools.partial(_warn, reporter),
+    )
+
+    tracker, wandb_url = _start_tracking(job, work_dir, reporter)
+    failed = True
+    try:
+        from trainer.callbacks import CheckpointUploadCallback, LifecycleEventsCallback
+
+        run.callbacks = [
+            LifecycleEventsCallback(
+                reporter,
+                min_interval_seconds=settings.progress_interval_seconds,
+                wandb_url=wandb_url,
+                dataset_stats=stats,
+                report_accuracy=config.eval_config is None
+                or config.eval_config.compute_eval_metrics,
+            ),
+            CheckpointUploadCallback(checkpoints),
+        ]
+        run.report_to = ["wandb"] if tracker is not None else []
+        outcome = recipe.train(run)
+        active()
+        reporter.exporting(_export_formats(config.export_config.format))
+        artifacts = export_model(
+            ExportJob(
+                job_id=settings.job_id,
+                export_config=config.export_config,
+                method=config.method,
+                base_model_dir=model_dir,
+                work_dir=work_dir / "export",
+                hardware=hardware,
+                attention=attention,
+                hf_token=job.hf_token,
+            ),
+            trainer=outcome.trainer,
+            tokenizer=tokenizer,
+            storage=services.storage,
+            layout=settings.layout,
+            ensure_job_active=active,
+            hub=hub_uploader,
+        )
+        reporter.completed(artifacts, outcome.metrics)
+        failed = False
+    finally:
+        if tracker is not None:
+            tracker.finish(failed=failed)
+
+
+def _load_dataset(job: Job, services: Services, recipe: Recipe) -> DatasetSplits:
+    """Rows read and validated for the recipe, before anything big is downloaded."""
+    config = job.request.training_config
+    return load_splits(
+        services.storage,
+        job.settings.layout.dataset_prefix(job.request.processed_dataset_id),
+        evaluate=evaluation_enabled(config),
+        holdout_fraction=config.eval_config.eval_holdout_fraction if config.eval_config else 0.1,
+        seed=config.hyperparameters.seed,
+        normalize=recipe.normalize_row,
+    )
+
+
+def _dataset_statistics(
+    splits: DatasetSplits, tokenizer: Any, hyperparameters: Hyperparameters
+) -> DatasetStats:
+    """Token counts; rendering every row with the chat template also validates it."""
+    lengths = token_lengths(
+        splits.train,
+        splits.row_format,
+        tokenizer,
+        split=SplitFile("train", splits.train_source, ""),
+    )
+    if splits.eval is not None:
+        source = SplitFile("eval", splits.eval_source or "", "")
+        token_lengths(splits.eval, splits.row_format, tokenizer, split=source)
+    return dataset_stats(
+        lengths,
+        len(splits.eval or []),
+        hyperparameters.max_seq_length,
+        packing=hyperparameters.packing,
+    )
+
+
+def _export_formats(export_format: ExportFormat) -> list[str]:
+    """A merged export uploads its adapter too (small, and what the merge was made from)."""
+    if export_format is ExportFormat.MERGED:
+        return [ExportFormat.ADAPTER.value, ExportFormat.MERGED.value]
+    return [export_format.value]
+
+
+def _resume_point(
+    checkpoints: CheckpointStore,
+    output_dir: Path,
+    reporter: EventReporter,
+    settings: TrainerSettings,
+) -> Path | None:
+    """The latest complete checkpoint, downloaded, when an earlier attempt left one."""
+    latest = checkpoints.latest()
+    if latest is None:
+        if settings.attempt > 0:
+            reporter.restarted(resumed_from_step=0)
+        return None
+    path = checkpoints.download(latest, output_dir)
+    reporter.restarted(resumed_from_step=latest.step, checkpoint=latest.prefix)
+    logger.info("resuming from step %d (%s)", latest.step, latest.prefix)
+    return path
+
+
+def _start_tracking(
+    job: Job, work_dir: Path, reporter: EventReporter
+) -> tuple[WandbTracker | None, str | None]:
+    wandb_config = job.request.training_config.wandb_config
+    if wandb_config is None:
+        return None, None
+    tracker = WandbTracker(
+        wandb_config, api_key=job.wandb_api_key, job_id=job.job_id, directory=work_dir / "wandb"
+    )
+    try:
+        url = tracker.start(job.request.redacted()["training_config"])
+    except Exception as error:  # W&B is an observer: training goes on without it, and says so
+        logger.warning("W&B did not start: %s", error)
+        reporter.message(f"W&B tracking is off: {type(error).__name__}", "warning")
+        return None, None
+    return tracker, url
+
+
+def _route_library_logs() -> None:
+    """transformers and datasets log through handlers of their own: send their records through
+    the root handler instead, which writes JSON for Cloud Logging and redacts secrets."""
+    import datasets
+    import transformers.utils.logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+    transformers_logging.set_verbosity_warning()
+    transformers_logging.disable_progress_bar()  # weight loading/saving bars
+    datasets_logger = logging.getLogger("datasets")
+    datasets_logger.handlers.clear()
+    datasets_logger.propagate = True
+    datasets_logger.setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+
+
+def _warn(reporter: EventReporter, text: str) -> None:
+    level: Literal["warning"] = "warning"
+    logger.warning(text)
+    reporter.message(text, level)
