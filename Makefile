@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run up down test test-unit test-emulator lint format openapi clean
+.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,25 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m tuning.api.openapi --check
+
+# Offline checks of terraform/: fmt, validate/test/plan against the google provider's
+# schema (served by a stand-in provider), checkov with our policies. Its own venv.
+TFCHECK_PY := build/tfcheck/venv/bin/python
+tf-check:
+	@$(PYTHON) tools/tfcheck/bootstrap.py >/dev/null
+	$(TFCHECK_PY) tools/tfcheck/tfcheck.py
+
+test-terraform: install
+	$(PY) -m pytest -m terraform tests/terraform $(PYTEST_ARGS)
+
+# One reproducible, content-hashed zip per function in build/functions/.
+package: install
+	$(PY) tools/package_functions.py
+
+# Needs a project, billing, GPU quota and the trainer image: see docs/deploy.md.
+deploy: package
+	terraform -chdir=terraform init -input=false
+	terraform -chdir=terraform apply
 
 # Regenerate docs/openapi.json from the models (lint fails while it is stale).
 openapi: install

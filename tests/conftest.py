@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-TIER_BY_FOLDER = {"emulator": "emulator", "trainer": "trainer", "e2e": "e2e"}
+TIER_BY_FOLDER = {
+    "emulator": "emulator",
+    "trainer": "trainer",
+    "e2e": "e2e",
+    "terraform": "terraform",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

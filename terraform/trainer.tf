@@ -1,0 +1,140 @@
+# The trainer: a Cloud Run job with one NVIDIA GPU, started once per training job by
+# dispatch (the execution's only override is JOB_ID), and the Artifact Registry
+# repositories its image and the functions' images live in.
+
+locals {
+  trainer_repository = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.trainer.repository_id}"
+  trainer_image      = coalesce(var.trainer_image, "${local.trainer_repository}/trainer:latest")
+
+  # TrainerSettings (tuning/settings.py). No secret here: the trainer reads the job's secret
+  # references from its record and their values from Secret Manager at run time.
+  trainer_environment = {
+    PROJECT_ID              = var.project_id
+    REGION                  = var.region
+    GCS_CONFIG_BUCKET_NAME  = google_storage_bucket.config.name
+    GCS_DATA_BUCKET_NAME    = google_storage_bucket.data.name
+    GCS_MODELS_BUCKET_NAME  = google_storage_bucket.models.name
+    TRAINING_REQUESTS_TOPIC = google_pubsub_topic.topics["requests"].name
+    JOB_EVENTS_TOPIC        = google_pubsub_topic.topics["events"].name
+    JOB_NOTIFICATIONS_TOPIC = google_pubsub_topic.topics["notifications"].name
+    JOBS_COLLECTION         = var.jobs_collection
+    SECRET_BACKEND          = "secretmanager"
+    SECRET_PREFIX           = var.secret_prefix
+    # Must equal the job's max_retries: on the last attempt the trainer reports a system
+    # failure itself instead of exiting for a retry that will never come.
+    TRAINER_MAX_RETRIES = tostring(var.trainer_max_retries)
+    LOG_FORMAT          = "json"
+  }
+}
+
+resource "google_artifact_registry_repository" "trainer" {
+  repository_id = "${var.prefix}-trainer"
+  location      = var.region
+  format        = "DOCKER"
+  description   = "Trainer images (terraform/cloudbuild.trainer.yaml pushes them)"
+  labels        = local.labels
+
+  # Untagged images are superseded builds; keep the recent ones for rollbacks.
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old-untagged"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "2592000s" # 30 days
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Cloud Build writes the functions' images here (build_config.docker_repository).
+resource "google_artifact_registry_repository" "functions" {
+  repository_id = "${var.prefix}-functions"
+  location      = var.region
+  format        = "DOCKER"
+  description   = "Images Cloud Build makes from the function source zips"
+  labels        = local.labels
+
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 5
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "2592000s" # 30 days
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_cloud_run_v2_job" "trainer" {
+  name                = "${var.prefix}-trainer"
+  location            = var.region
+  launch_stage        = var.trainer_launch_stage
+  deletion_protection = var.deletion_protection
+  labels              = local.labels
+
+  template {
+    labels = local.labels
+    # One task per execution: one execution is one training job.
+    task_count  = 1
+    parallelism = 1
+
+    template {
+      service_account = google_service_account.accounts["trainer"].email
+      timeout         = "${var.trainer_task_timeout_seconds}s"
+      max_retries     = var.trainer_max_retries
+
+      # GPU jobs run without zonal redundancy unless asked: cheaper, and the quota most
+      # projects are granted.
+      gpu_zonal_redundancy_disabled = !var.trainer_gpu_zonal_redundancy
+
+      node_selector {
+        accelerator = var.trainer_gpu.type
+      }
+
+      containers {
+        image = local.trainer_image
+
+        resources {
+          limits = {
+            cpu              = var.trainer_gpu.cpu
+            memory           = var.trainer_gpu.memory
+            "nvidia.com/gpu" = "1"
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.trainer_environment
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+      }
+    }
+  }
+
+  # The image's tag stays the same across pushes (:latest by default): deploy a new trainer
+  # build by pinning trainer_image to its digest, not by re-applying the same tag.
+  depends_on = [
+    google_project_service.enabled,
+    google_project_iam_member.grants,
+    google_storage_bucket_iam_member.grants,
+    google_pubsub_topic_iam_member.grants,
+  ]
+}

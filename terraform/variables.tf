@@ -1,0 +1,337 @@
+# Inputs. Only project_id and prefix have no default; terraform.tfvars.example shows a full set.
+
+# --- Where and under which names ------------------------------------------------------------
+
+variable "project_id" {
+  description = "ID of the existing GCP project to deploy into (billing enabled)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a GCP project ID: 6-30 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "Region of every regional resource. Must offer Cloud Run GPUs of trainer_gpu.type (e.g. us-central1, europe-west4 for nvidia-l4)."
+  type        = string
+  default     = "us-central1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a GCP region name such as us-central1."
+  }
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name, so several deployments can share a project. Also part of the bucket names, which are global: prefix + project ID keeps them unique."
+  type        = string
+  validation {
+    # 16 characters at most: service account ids are `<prefix>-<role>` and may not exceed 30.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,14}[a-z0-9]$", var.prefix))
+    error_message = "prefix must be 1-16 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels (system and deployment are always added)."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition = alltrue([
+      for key, value in var.labels :
+      can(regex("^[a-z][a-z0-9_-]{0,62}$", key)) && can(regex("^[a-z0-9_-]{0,63}$", value))
+    ])
+    error_message = "Label keys must start with a lowercase letter; keys and values may hold lowercase letters, digits, '_' and '-' (63 characters at most)."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the data: buckets refuse to be destroyed while they hold objects, the Firestore database and the trainer job refuse deletion. Set false only for throwaway deployments."
+  type        = bool
+  default     = true
+}
+
+# --- Who may call the system ----------------------------------------------------------------
+
+variable "api_invoker_members" {
+  description = "Principals allowed to call the HTTP API (submit, status, delete), e.g. [\"group:ml-team@example.com\"]. The functions are private: nobody else can call them."
+  type        = list(string)
+  default     = []
+  validation {
+    condition = alltrue([
+      for member in var.api_invoker_members :
+      can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+$", member))
+    ])
+    error_message = "Members are IAM principals (user:, group:, serviceAccount:, domain:, principal:, principalSet:); allUsers and allAuthenticatedUsers are refused: the API must stay private."
+  }
+}
+
+variable "request_publisher_members" {
+  description = "Principals (other services) allowed to publish training requests on the training-requests topic."
+  type        = list(string)
+  default     = []
+  validation {
+    condition = alltrue([
+      for member in var.request_publisher_members :
+      can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+$", member))
+    ])
+    error_message = "Members are IAM principals (user:, group:, serviceAccount:, ...); allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "notification_subscriber_members" {
+  description = "Principals allowed to attach subscriptions to the job-notifications topic (terminal transitions of jobs)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition = alltrue([
+      for member in var.notification_subscriber_members :
+      can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+$", member))
+    ])
+    error_message = "Members are IAM principals (user:, group:, serviceAccount:, ...); allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "api_ingress" {
+  description = "Ingress of the HTTP API functions: ALLOW_ALL (reachable from the internet, IAM still required) or ALLOW_INTERNAL_AND_GCLB (only from the VPC or a load balancer). The event handlers are always internal-only."
+  type        = string
+  default     = "ALLOW_ALL"
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_AND_GCLB", "ALLOW_INTERNAL_ONLY"], var.api_ingress)
+    error_message = "api_ingress must be ALLOW_ALL, ALLOW_INTERNAL_AND_GCLB or ALLOW_INTERNAL_ONLY."
+  }
+}
+
+# --- Behaviour of the service (environment of the functions) --------------------------------
+
+variable "owner_scoping" {
+  description = "Limit list/get/delete to the caller's own jobs (the job's owner is the authenticated caller)."
+  type        = bool
+  default     = true
+}
+
+variable "signed_url_ttl_seconds" {
+  description = "Lifetime of the signed download URLs the status API returns."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.signed_url_ttl_seconds >= 60 && var.signed_url_ttl_seconds <= 604800
+    error_message = "signed_url_ttl_seconds must be between 60 and 604800 (V4 signed URLs live at most 7 days)."
+  }
+}
+
+variable "max_concurrent_jobs" {
+  description = "How many trainer executions may run at once; dispatch leaves further requests queued. Keep it within the project's Cloud Run GPU quota."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.max_concurrent_jobs >= 1 && var.max_concurrent_jobs <= 1000 && floor(var.max_concurrent_jobs) == var.max_concurrent_jobs
+    error_message = "max_concurrent_jobs must be a whole number between 1 and 1000."
+  }
+}
+
+variable "reconcile_stale_seconds" {
+  description = "How long after its execution ended without a final event reconcile marks a job failed."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.reconcile_stale_seconds >= 30
+    error_message = "reconcile_stale_seconds must be at least 30."
+  }
+}
+
+variable "reconcile_every_minutes" {
+  description = "How often Cloud Scheduler calls reconcile."
+  type        = number
+  default     = 5
+  validation {
+    condition     = contains([1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30], var.reconcile_every_minutes)
+    error_message = "reconcile_every_minutes must divide an hour: 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30."
+  }
+}
+
+variable "secret_prefix" {
+  description = "Prefix of the per-job Secret Manager secrets (SECRET_PREFIX). IAM grants on secrets are conditioned on it: change it only with no job in flight."
+  type        = string
+  default     = "tuning-"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,40}$", var.secret_prefix))
+    error_message = "secret_prefix must be 1-40 letters, digits, '_' or '-' (tuning/settings.py accepts the same)."
+  }
+}
+
+variable "jobs_collection" {
+  description = "Firestore collection of the job records (JOBS_COLLECTION)."
+  type        = string
+  default     = "training_jobs"
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_-]{0,99}$", var.jobs_collection))
+    error_message = "jobs_collection must be a plain collection id (letters, digits, '_' or '-')."
+  }
+}
+
+# --- Functions ------------------------------------------------------------------------------
+
+variable "function_source_dir" {
+  description = "Folder holding one <function>.zip per function, as `make package` (tools/package_functions.py) writes them. Relative paths are relative to this folder (terraform/)."
+  type        = string
+  default     = "../build/functions"
+}
+
+variable "function_max_instances" {
+  description = "Upper bound on instances of each function: caps cost and the load on Firestore."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.function_max_instances >= 1 && var.function_max_instances <= 1000
+    error_message = "function_max_instances must be between 1 and 1000."
+  }
+}
+
+# --- Pub/Sub delivery -----------------------------------------------------------------------
+
+variable "dispatch_max_delivery_attempts" {
+  description = "Deliveries of a training request before it is dead-lettered. Dispatch asks for redelivery while every GPU slot is busy, so this bounds how long a request may wait for capacity (with the 10-minute maximum backoff, 100 attempts are roughly 16 hours)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.dispatch_max_delivery_attempts >= 5 && var.dispatch_max_delivery_attempts <= 100
+    error_message = "Pub/Sub accepts 5 to 100 delivery attempts."
+  }
+}
+
+variable "event_max_delivery_attempts" {
+  description = "Deliveries of a lifecycle event to on_job_event before it is dead-lettered."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.event_max_delivery_attempts >= 5 && var.event_max_delivery_attempts <= 100
+    error_message = "Pub/Sub accepts 5 to 100 delivery attempts."
+  }
+}
+
+variable "dead_letter_retention_days" {
+  description = "How long dead-lettered messages are kept for inspection and replay."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 31
+    error_message = "Pub/Sub retains messages 1 to 31 days."
+  }
+}
+
+# --- Storage --------------------------------------------------------------------------------
+
+variable "bucket_location" {
+  description = "Location of the buckets; null means the region (keeps data next to the trainer, no cross-region egress)."
+  type        = string
+  default     = null
+}
+
+variable "checkpoint_retention_days" {
+  description = "Days after which objects under checkpoints/ in the models bucket are deleted (a finished job no longer needs them)."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.checkpoint_retention_days >= 1
+    error_message = "checkpoint_retention_days must be at least 1."
+  }
+}
+
+variable "artifact_retention_days" {
+  description = "Days after which exported artifacts (adapters, merged models, GGUF files) are deleted; null keeps them until their job is deleted."
+  type        = number
+  default     = null
+  validation {
+    condition     = var.artifact_retention_days == null ? true : var.artifact_retention_days >= 1
+    error_message = "artifact_retention_days must be null or at least 1."
+  }
+}
+
+variable "config_noncurrent_retention_days" {
+  description = "Days a replaced or deleted version of a job config stays recoverable in the (versioned) config bucket."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.config_noncurrent_retention_days >= 1
+    error_message = "config_noncurrent_retention_days must be at least 1."
+  }
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database (a region such as us-central1, or a multi-region such as nam5); null means the region."
+  type        = string
+  default     = null
+}
+
+variable "create_firestore_database" {
+  description = "Create the project's (default) Firestore database. Set false when the project already has one (the jobs then live in it)."
+  type        = bool
+  default     = true
+}
+
+# --- Trainer --------------------------------------------------------------------------------
+
+variable "trainer_image" {
+  description = "Trainer container image. null means <region>-docker.pkg.dev/<project>/<prefix>-trainer/trainer:latest, where terraform/cloudbuild.trainer.yaml pushes it; pin a digest (…/trainer@sha256:…) for reproducible deployments."
+  type        = string
+  default     = null
+}
+
+variable "trainer_gpu" {
+  description = "GPU of the trainer: its Cloud Run accelerator type and the CPU and memory to pair with it (nvidia-l4 needs at least 4 CPU and 16Gi; 8 CPU and 32Gi is the sizing for fine-tuning)."
+  type = object({
+    type   = optional(string, "nvidia-l4")
+    cpu    = optional(string, "8")
+    memory = optional(string, "32Gi")
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = can(regex("^nvidia-[a-z0-9-]+$", var.trainer_gpu.type))
+    error_message = "trainer_gpu.type must be a Cloud Run accelerator such as nvidia-l4 or nvidia-rtx-pro-6000."
+  }
+  validation {
+    condition     = try(tonumber(var.trainer_gpu.cpu) >= 4, false)
+    error_message = "trainer_gpu.cpu must be a whole CPU count of at least 4 (Cloud Run's minimum with a GPU)."
+  }
+  validation {
+    condition     = can(regex("^[0-9]+Gi$", var.trainer_gpu.memory)) && try(tonumber(trimsuffix(var.trainer_gpu.memory, "Gi")) >= 16, false)
+    error_message = "trainer_gpu.memory must be written in Gi and be at least 16Gi (Cloud Run's minimum with a GPU)."
+  }
+}
+
+variable "trainer_gpu_zonal_redundancy" {
+  description = "Reserve GPU capacity for zonal failover. Off by default: it needs the (scarcer) zonal-redundancy GPU quota and costs more; a failed zone only delays a retried task."
+  type        = bool
+  default     = false
+}
+
+variable "trainer_task_timeout_seconds" {
+  description = "Wall-clock limit of one trainer task attempt (fine-tuning, evaluation and export together)."
+  type        = number
+  default     = 21600
+  validation {
+    condition     = var.trainer_task_timeout_seconds >= 600 && var.trainer_task_timeout_seconds <= 604800
+    error_message = "trainer_task_timeout_seconds must be between 600 (10 minutes) and 604800 (7 days)."
+  }
+}
+
+variable "trainer_max_retries" {
+  description = "Retries of a failed trainer task (a retry resumes from the latest checkpoint; user errors are not retried by the trainer's exit code)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.trainer_max_retries >= 0 && var.trainer_max_retries <= 10
+    error_message = "trainer_max_retries must be between 0 and 10."
+  }
+}
+
+variable "trainer_launch_stage" {
+  description = "Launch stage of the trainer job: GA, or BETA in a region where GPU jobs are still in preview."
+  type        = string
+  default     = "GA"
+  validation {
+    condition     = contains(["GA", "BETA"], var.trainer_launch_stage)
+    error_message = "trainer_launch_stage must be GA or BETA."
+  }
+}

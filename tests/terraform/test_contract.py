@@ -1,0 +1,118 @@
+"""terraform/ agrees with the code it deploys: entry points, handler kinds, environment names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import AliasChoices
+
+from tests.terraform.conftest import REPO
+from tuning import settings
+
+FUNCTIONS_TF = REPO / "terraform" / "functions.tf"
+TRAINER_TF = REPO / "terraform" / "trainer.tf"
+# Variables Terraform deliberately leaves unset, with the reason.
+NOT_FOR_FUNCTIONS = {
+    "TRUST_LOCAL_IDENTITY_HEADER",  # the local stack has no IAM in front; never in GCP
+    "LOCAL_TRAINER_COMMAND",  # the local launcher only
+    "LOCAL_LAUNCHER_DIR",  # the local launcher only
+    "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own
+}
+NOT_FOR_THE_TRAINER = {
+    "JOB_ID",  # dispatch overrides it for each execution
+    "CLOUD_RUN_TASK_ATTEMPT",  # set by Cloud Run
+    "CLOUD_RUN_EXECUTION",  # set by Cloud Run
+    "TRAINER_WORK_DIR",  # the default (/tmp/tuning) suits Cloud Run
+    "TRAINER_PROGRESS_INTERVAL_SECONDS",  # the default suits every deployment
+}
+
+
+def terraform_functions() -> dict[str, dict[str, str]]:
+    """name -> {entry_point, kind} from `local.functions` in functions.tf."""
+    text = FUNCTIONS_TF.read_text(encoding="utf-8")
+    found = re.findall(
+        r'^    (\w+) = \{\n      entry_point\s*=\s*"(\w+)"\n      kind\s*=\s*"(\w+)"',
+        text,
+        flags=re.MULTILINE,
+    )
+    return {name: {"entry_point": entry, "kind": kind} for name, entry, kind in found}
+
+
+def environment_names(path: Path, local: str) -> set[str]:
+    """Keys of the map `local.<local>` in a .tf file."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(f"  {local} = {{")
+    body = text[start : text.index("\n  }\n", start)]
+    return set(re.findall(r"^\s+([A-Z][A-Z0-9_]*)\s+=", body, flags=re.MULTILINE))
+
+
+def settings_variables(*models: type[settings.ServiceSettings]) -> set[str]:
+    """The first (canonical) environment name of every field of the settings models."""
+    names = set()
+    for model in models:
+        for field in model.model_fields.values():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.add(str(alias.choices[0]))
+    return names
+
+
+def test_every_function_folder_is_deployed_and_every_deployed_function_exists() -> None:
+    folders = {path.parent.name for path in (REPO / "functions").glob("*/main.py")}
+
+    assert set(terraform_functions()) == folders
+
+
+def test_each_entry_point_is_a_handler_of_the_kind_terraform_wires() -> None:
+    decorator = {"api": "http", "scheduled": "http", "push": "cloud_event"}
+
+    for name, function in terraform_functions().items():
+        source = (REPO / "functions" / name / "main.py").read_text(encoding="utf-8")
+        kind, entry_point = decorator[function["kind"]], function["entry_point"]
+        expected = rf"@functions_framework\.{kind}\s*\ndef {entry_point}\("
+        assert re.search(expected, source), (
+            f"functions/{name}/main.py has no @functions_framework.{decorator[function['kind']]} "
+            f"handler named {function['entry_point']} (terraform/functions.tf local.functions)"
+        )
+
+
+def test_functions_get_every_variable_the_settings_read() -> None:
+    wanted = settings_variables(settings.ApiSettings, settings.LauncherSettings) | {"LOG_FORMAT"}
+    wanted -= NOT_FOR_FUNCTIONS
+
+    missing = wanted - environment_names(FUNCTIONS_TF, "function_environment")
+
+    assert not missing, f"terraform/functions.tf function_environment lacks {sorted(missing)}"
+
+
+def test_the_trainer_gets_every_variable_its_settings_read() -> None:
+    wanted = settings_variables(settings.TrainerSettings) | {"LOG_FORMAT"}
+    wanted -= NOT_FOR_THE_TRAINER
+
+    missing = wanted - environment_names(TRAINER_TF, "trainer_environment")
+
+    assert not missing, f"terraform/trainer.tf trainer_environment lacks {sorted(missing)}"
+
+
+def test_terraform_sets_no_variable_the_code_does_not_read() -> None:
+    known = settings_variables(
+        settings.ApiSettings, settings.LauncherSettings, settings.TrainerSettings
+    ) | {"LOG_FORMAT"}
+
+    extra = (
+        environment_names(FUNCTIONS_TF, "function_environment")
+        | environment_names(TRAINER_TF, "trainer_environment")
+    ) - known
+
+    assert not extra, f"terraform sets variables tuning/settings.py never reads: {sorted(extra)}"
+
+
+def test_the_trainer_build_declares_every_substitution_it_uses() -> None:
+    path = REPO / "terraform" / "cloudbuild.trainer.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    used = set(re.findall(r"\$\{(_[A-Z0-9_]+)\}", path.read_text(encoding="utf-8")))
+    assert used == set(config["substitutions"]), "Cloud Build rejects undeclared substitutions"
+    assert config["options"]["logging"] == "CLOUD_LOGGING_ONLY"  # needed with --service-account

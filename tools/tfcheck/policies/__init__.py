@@ -1,0 +1,1 @@
+"""Custom checkov policies for what the built-in GCP checks leave out (tfcheck.py loads them)."""
