@@ -1,0 +1,1 @@
+"""The dispatch function: training-requests -> one trainer execution per job."""

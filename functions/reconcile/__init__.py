@@ -1,0 +1,1 @@
+"""The reconcile function: Cloud Scheduler -> no job stays non-terminal forever."""

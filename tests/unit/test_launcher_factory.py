@@ -1,0 +1,72 @@
+"""LAUNCHER chooses the launcher; the local one takes its command, folder and retries."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tuning.launchers.cloud_run import CloudRunLauncher
+from tuning.launchers.factory import launcher_from_settings
+from tuning.launchers.local import LocalLauncher
+from tuning.settings import ApiSettings, LauncherSettings, SettingsError
+
+BASE = {
+    "PROJECT_ID": "demo-project",
+    "REGION": "europe-west4",
+    "GCS_CONFIG_BUCKET_NAME": "demo-configs",
+    "GCS_DATA_BUCKET_NAME": "demo-data",
+    "GCS_MODELS_BUCKET_NAME": "demo-models",
+}
+
+
+def test_cloud_run_is_the_default_and_targets_the_configured_job():
+    launcher = launcher_from_settings(
+        LauncherSettings.from_env({**BASE, "TRAINER_JOB_NAME": "gemma-l4"})
+    )
+
+    assert isinstance(launcher, CloudRunLauncher)
+    assert launcher.job_resource == "projects/demo-project/locations/europe-west4/jobs/gemma-l4"
+
+
+def test_local_launcher_reads_its_command_folder_and_retries(tmp_path):
+    settings = LauncherSettings.from_env(
+        {
+            **BASE,
+            "LAUNCHER": "local",
+            "LOCAL_TRAINER_COMMAND": "python3 -m trainer --fast",
+            "LOCAL_LAUNCHER_DIR": str(tmp_path),
+            "TRAINER_MAX_RETRIES": "1",
+        }
+    )
+
+    launcher = launcher_from_settings(settings)
+
+    assert isinstance(launcher, LocalLauncher)
+    assert launcher.command == ["python3", "-m", "trainer", "--fast"]
+    assert launcher.directory == tmp_path.resolve()
+    assert launcher.max_retries == 1
+
+
+def test_local_launcher_runs_python_m_trainer_by_default():
+    launcher = launcher_from_settings(LauncherSettings.from_env({**BASE, "LAUNCHER": "local"}))
+
+    assert isinstance(launcher, LocalLauncher)
+    assert launcher.command == [sys.executable, "-m", "trainer"]
+    assert launcher.max_retries == 3
+
+
+def test_settings_without_launcher_fields_read_them_from_the_environment(monkeypatch):
+    for name, value in {**BASE, "LAUNCHER": "local"}.items():
+        monkeypatch.setenv(name, value)
+
+    launcher = launcher_from_settings(ApiSettings.from_env())
+
+    assert isinstance(launcher, LocalLauncher)
+
+
+def test_bad_launcher_settings_name_the_variable():
+    with pytest.raises(SettingsError, match="TRAINER_MAX_RETRIES"):
+        LauncherSettings.from_env({**BASE, "TRAINER_MAX_RETRIES": "-1"})
+    with pytest.raises(SettingsError, match="LAUNCHER"):
+        LauncherSettings.from_env({**BASE, "LAUNCHER": "kubernetes"})

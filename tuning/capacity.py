@@ -1,0 +1,230 @@
+"""GPU slots: at most `MAX_CONCURRENT_JOBS` jobs run at once, even under concurrent dispatch.
+
+One capacity document per trainer job (GPU tier), `{jobs_collection}_capacity/{trainer_job}`,
+lists the jobs holding a slot. A job's dispatch claim and its slot are written in
+one transaction, so two deliveries can never both take the last slot. Nobody
+frees a slot when a job ends: the next claim drops holders whose job is gone or
+terminal (a terminal status never changes back, so reading it outside the
+transaction is safe). That keeps the capacity document out of the hot path of
+`on_job_event`, which would otherwise contend on it from another process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from google.cloud import firestore
+
+from tuning.gcp.firestore import JobStore, contended_transaction, to_firestore
+from tuning.jobs import JobRecord, JobStatus, utcnow
+from tuning.settings import LauncherSettings
+
+CLAIMED_REASON = "dispatching: starting a trainer execution"
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"  # this delivery holds the job's claim and a slot: launch it
+    AT_CAPACITY = "at_capacity"  # every slot is taken: the job waits, queued
+    IN_PROGRESS = "in_progress"  # another delivery claimed it moments ago
+    DISPATCHED = "dispatched"  # it already has an execution
+    NOT_QUEUED = "not_queued"  # cancelled, failed or done
+    MISSING = "missing"  # no such job (never created, or deleted)
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    job: JobRecord | None = None
+    in_use: int = 0  # slots held when the claim was decided
+
+
+@dataclass(frozen=True)
+class ClaimAttempt:
+    """One delivery's attempt to claim a job, and what it knows about finished holders."""
+
+    job_id: str
+    claim_id: str
+    now: datetime
+    claim_timeout: timedelta  # an older claim is taken over: its dispatcher died
+    limit: int
+    finished: frozenset[str]  # holders whose job is deleted or terminal
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A claim's outcome and the writes it needs (None: nothing to write)."""
+
+    claim: Claim
+    job_changes: dict[str, Any] | None = None
+    holders: dict[str, datetime] | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.job_changes is not None or self.holders is not None
+
+
+def decide_claim(
+    attempt: ClaimAttempt, job: JobRecord | None, holders: dict[str, datetime]
+) -> Decision:
+    """What a claim does to the job and the slots, as a pure function of what it read."""
+    if job is None:
+        return Decision(Claim(ClaimOutcome.MISSING))
+    if job.status is not JobStatus.QUEUED:
+        return Decision(Claim(ClaimOutcome.NOT_QUEUED, job))
+    if job.execution:
+        return Decision(Claim(ClaimOutcome.DISPATCHED, job))
+    claimed_at = job.dispatch_claimed_at
+    if job.dispatch_claim and claimed_at and attempt.now - claimed_at < attempt.claim_timeout:
+        return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
+    kept = {key: value for key, value in holders.items() if key not in attempt.finished}
+    if attempt.job_id not in kept and len(kept) >= attempt.limit:
+        reason = waiting_reason(len(kept), attempt.limit)
+        return Decision(
+            Claim(ClaimOutcome.AT_CAPACITY, job, in_use=len(kept)),
+            job_changes=None if job.status_reason == reason else {"status_reason": reason},
+            holders=None if kept == holders else kept,
+        )
+    kept[attempt.job_id] = attempt.now
+    changes = {
+        "dispatch_claim": attempt.claim_id,
+        "dispatch_claimed_at": attempt.now,
+        "status_reason": CLAIMED_REASON,
+    }
+    return Decision(
+        Claim(ClaimOutcome.CLAIMED, job, in_use=len(kept)), job_changes=changes, holders=kept
+    )
+
+
+def waiting_reason(in_use: int, limit: int) -> str:
+    return f"waiting for a free trainer slot ({in_use} of {limit} in use)"
+
+
+def _process_lock(key: str) -> threading.Lock:
+    """One lock per capacity document in this process: claims queue here, not in Firestore."""
+    with _process_locks_guard:
+        return _process_locks.setdefault(key, threading.Lock())
+
+
+class GpuSlots:
+    """The slots of one trainer pool, changed only in transactions with a job's claim."""
+
+    def __init__(self, jobs: JobStore, *, pool: str, limit: int) -> None:
+        self.jobs = jobs
+        self.limit = limit
+        self.document = jobs.client.collection(f"{jobs.jobs.id}_capacity").document(pool)
+        self._lock = _process_lock(self.document.path)
+
+    @classmethod
+    def for_settings(cls, jobs: JobStore, settings: LauncherSettings) -> GpuSlots:
+        return cls(jobs, pool=settings.trainer_job_name, limit=settings.max_concurrent_jobs)
+
+    def holders(self) -> dict[str, datetime]:
+        """Jobs holding a slot now (terminal ones included until the next claim drops them)."""
+        with contended_transaction():
+            snapshot = self.document.get()
+        return dict((snapshot.to_dict() or {}).get("holders", {}))
+
+    def claim(
+        self, job_id: str, *, claim_id: str, now: datetime, claim_timeout: timedelta
+    ) -> Claim:
+        """Claim a queued job and a slot for it in one transaction."""
+        with self._lock:
+            holders = self.holders()
+            attempt = ClaimAttempt(
+                job_id=job_id,
+                claim_id=claim_id,
+                now=now,
+                claim_timeout=claim_timeout,
+                limit=self.limit,
+                finished=frozenset(self._finished(holders)),
+            )
+            # Most deliveries change nothing (a duplicate, a job still waiting for a slot):
+            # decide those on plain reads. What they read can only have moved on towards
+            # "finished" or "claimed" since, so the answer stays right. Anything that
+            # writes is decided again on what the transaction reads.
+            decision = decide_claim(attempt, self.jobs.find(job_id), holders)
+            if not decision.writes:
+                return decision.claim
+            return cast(
+                Claim, self._transact(lambda transaction: self._claim_in(transaction, attempt))
+            )
+
+    def _claim_in(self, transaction: Any, attempt: ClaimAttempt) -> Claim:
+        job = _read_job(self.jobs.jobs.document(attempt.job_id), transaction)
+        decision = decide_claim(attempt, job, self._read_holders(transaction))
+        if decision.holders is not None:
+            self._write_holders(transaction, decision.holders, attempt.now)
+        if job is not None and decision.job_changes is not None:
+            return replace(
+                decision.claim, job=self._write_job(transaction, job, **decision.job_changes)
+            )
+        return decision.claim
+
+    def release(self, job_id: str, *, claim_id: str, reason: str) -> None:
+        """Give the slot back after a failed launch, if the claim is still ours."""
+        reference = self.jobs.jobs.document(job_id)
+
+        def undo(transaction: Any) -> None:
+            job = _read_job(reference, transaction)
+            if job is not None and (job.dispatch_claim != claim_id or job.execution):
+                return  # another delivery took over the claim (and the slot with it)
+            holders = self._read_holders(transaction)
+            if job is not None:
+                self._write_job(
+                    transaction,
+                    job,
+                    dispatch_claim=None,
+                    dispatch_claimed_at=None,
+                    status_reason=reason[:500],
+                )
+            if holders.pop(job_id, None) is not None:
+                self._write_holders(transaction, holders, utcnow())
+
+        with self._lock:
+            self._transact(undo)
+
+    def _finished(self, holders: dict[str, datetime]) -> set[str]:
+        """Holders whose job is deleted or terminal, read outside any transaction."""
+        if not holders:
+            return set()
+        references = [self.jobs.jobs.document(job_id) for job_id in holders]
+        with contended_transaction():
+            snapshots = list(self.jobs.client.get_all(references, field_paths=["status"]))
+        finished = set(holders) - {snapshot.id for snapshot in snapshots if snapshot.exists}
+        for snapshot in snapshots:
+            status = (snapshot.to_dict() or {}).get("status") if snapshot.exists else None
+            if status is not None and JobStatus(status).is_terminal:
+                finished.add(snapshot.id)
+        return finished
+
+    def _read_holders(self, transaction: Any) -> dict[str, datetime]:
+        snapshot = self.document.get(transaction=transaction)
+        return dict((snapshot.to_dict() or {}).get("holders", {}))
+
+    def _write_holders(self, transaction: Any, holders: dict[str, datetime], now: datetime) -> None:
+        transaction.set(self.document, {"holders": holders, "limit": self.limit, "updated_at": now})
+
+    def _write_job(self, transaction: Any, job: JobRecord, **changes: Any) -> JobRecord:
+        updated = job.model_copy(update={**changes, "updated_at": utcnow()})
+        transaction.set(self.jobs.jobs.document(job.job_id), to_firestore(updated))
+        return updated
+
+    def _transact(self, body: Callable[[Any], Any]) -> Any:
+        run = firestore.transactional(body)
+        with contended_transaction():
+            transaction = self.jobs.client.transaction(
+                max_attempts=self.jobs.max_transaction_attempts
+            )
+            return run(transaction)
+
+
+def _read_job(reference: Any, transaction: Any) -> JobRecord | None:
+    snapshot = reference.get(transaction=transaction)
+    return JobRecord.from_document(snapshot.to_dict() or {}) if snapshot.exists else None

@@ -1,0 +1,285 @@
+"""Dispatch: one message on `training-requests` -> at most one trainer execution.
+
+A message is a `JobReference` (from submit) or a full `TrainRequest` (from
+another service; the job is created first, its id derived from the message so
+a redelivery finds the same job). Then the job is *claimed* in a Firestore
+transaction together with a GPU slot (`tuning.capacity`), launched, and the
+execution recorded on the job if the claim still holds:
+
+- duplicate deliveries: only one claim wins; the others acknowledge;
+- at capacity: the job stays `queued` with a visible reason, and
+  `CapacityError` makes Pub/Sub redeliver with backoff;
+- a job cancelled or deleted between claim and launch gets its new execution
+  cancelled at once; a deleted or cancelled job is never launched;
+- a message that can never succeed is acknowledged and recorded; only
+  transient errors raise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from tuning.capacity import ClaimOutcome, GpuSlots
+from tuning.errors import (
+    CapacityError,
+    ConflictError,
+    InvalidRequestError,
+    TransientError,
+    TuningError,
+)
+from tuning.events import JobNotification
+from tuning.ids import GCS_PREFIX_PATTERN, HF_MODEL_PATTERN, has_dot_segments, is_segment_id
+from tuning.jobs import (
+    ErrorType,
+    JobError,
+    JobRecord,
+    JobStatus,
+    new_job_id,
+    stable_suffix,
+    utcnow,
+)
+from tuning.logs import job_context
+from tuning.reporting import EventReporter
+from tuning.services import Services
+from tuning.settings import LauncherSettings
+from tuning.spec import (
+    JobReference,
+    TrainRequest,
+    describe_validation_error,
+    parse_train_request,
+)
+from tuning.submission import job_id_for, submit_job
+
+logger = logging.getLogger(__name__)
+
+# A message attribute naming the user a publishing service acts for; only principals
+# allowed to publish on training-requests (trusted services, by IAM) can set it.
+OWNER_ATTRIBUTE = "owner"
+STARTED = "trainer execution started; waiting for the trainer to report"
+
+
+class DispatchOutcome(StrEnum):
+    LAUNCHED = "launched"
+    ALREADY_DISPATCHED = "already_dispatched"  # it has an execution, or one is being started
+    NOT_QUEUED = "not_queued"  # cancelled, failed or finished: never launched again
+    CANCELLED_BEFORE_START = "cancelled_before_start"  # its new execution was stopped at once
+    UNKNOWN_JOB = "unknown_job"
+    REJECTED = "rejected"  # can never succeed: acknowledged and recorded
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    outcome: DispatchOutcome
+    job_id: str | None = None
+    execution: str | None = None
+
+
+def dispatch_message(
+    *, data: bytes, message_id: str, attributes: Mapping[str, str], services: Services
+) -> DispatchResult:
+    """Handle one `training-requests` message; raises only when a redelivery can help."""
+    try:
+        message = parse_request_message(data)
+    except InvalidRequestError as error:
+        return reject_message(data, error, message_id=message_id, services=services)
+    if isinstance(message, JobReference):
+        return dispatch_job(message.job_id, services=services)
+    owner = attributes.get(OWNER_ATTRIBUTE) or None
+    try:
+        job = queue_request(message, message_id=message_id, owner=owner, services=services)
+    except ConflictError as error:
+        logger.error("request in message %s rejected: %s", message_id, error.message)
+        return DispatchResult(DispatchOutcome.REJECTED)
+    return dispatch_job(job.job_id, services=services)
+
+
+def parse_request_message(data: bytes) -> JobReference | TrainRequest:
+    """A job reference or a full request; `InvalidRequestError` for anything else."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        raise InvalidRequestError("the message is not JSON") from None
+    if isinstance(payload, dict) and payload.get("kind") == "job_reference":
+        try:
+            return JobReference.model_validate(payload)
+        except ValidationError as error:
+            raise describe_validation_error(error) from None
+    return parse_train_request(payload)
+
+
+def queue_request(
+    request: TrainRequest, *, message_id: str, owner: str | None, services: Services
+) -> JobRecord:
+    """Create the job for a published request; a redelivered message finds the same job."""
+    if request.request_id:  # the publisher's own idempotency key also covers its retries
+        job_id = job_id_for(request, owner=owner, idempotency_key=None)
+    else:
+        model = request.training_config.base_model_id
+        suffix = stable_suffix("pubsub", message_id)
+        job_id = new_job_id(request.processed_dataset_id, model, suffix=suffix)
+    return submit_job(request, services=services, owner=owner, job_id=job_id, publish=False).job
+
+
+def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
+    """Claim the job and a GPU slot, launch it, and record the execution."""
+    settings = launcher_settings(services)
+    slots = GpuSlots.for_settings(services.jobs, settings)
+    claim_id = uuid.uuid4().hex
+    with job_context(job_id):
+        claim = slots.claim(
+            job_id,
+            claim_id=claim_id,
+            now=utcnow(),
+            claim_timeout=timedelta(seconds=settings.stale_after_seconds),
+        )
+        if claim.outcome is ClaimOutcome.AT_CAPACITY:
+            raise CapacityError(
+                f"job {job_id} waits: {claim.in_use} of {settings.max_concurrent_jobs} "
+                "trainer slots are in use"
+            )
+        if claim.outcome is not ClaimOutcome.CLAIMED or claim.job is None:
+            logger.info("job %s not launched: %s", job_id, claim.outcome.value)
+            return DispatchResult(_OUTCOME_OF_CLAIM[claim.outcome], job_id)
+        return _launch_claimed(claim.job, claim_id=claim_id, slots=slots, services=services)
+
+
+_OUTCOME_OF_CLAIM = {
+    ClaimOutcome.IN_PROGRESS: DispatchOutcome.ALREADY_DISPATCHED,
+    ClaimOutcome.DISPATCHED: DispatchOutcome.ALREADY_DISPATCHED,
+    ClaimOutcome.NOT_QUEUED: DispatchOutcome.NOT_QUEUED,
+    ClaimOutcome.MISSING: DispatchOutcome.UNKNOWN_JOB,
+}
+
+
+def _launch_claimed(
+    job: JobRecord, *, claim_id: str, slots: GpuSlots, services: Services
+) -> DispatchResult:
+    try:
+        execution = services.launcher.launch(job)
+    except TransientError as error:
+        slots.release(job.job_id, claim_id=claim_id, reason=f"launch will be retried: {error}")
+        raise
+    except TuningError as error:
+        # A launch that cannot work as configured: fail the job visibly, do not loop.
+        slots.release(job.job_id, claim_id=claim_id, reason="launch failed")
+        report_failure(job, f"the trainer could not be started: {error.message}", services)
+        return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
+    except Exception:
+        slots.release(job.job_id, claim_id=claim_id, reason="launch will be retried")
+        raise
+    return record_execution(job.job_id, claim_id=claim_id, execution=execution, services=services)
+
+
+def record_execution(
+    job_id: str, *, claim_id: str, execution: str, services: Services
+) -> DispatchResult:
+    """Write the execution on the job if our claim still holds; otherwise stop it again."""
+    now = utcnow()
+
+    def record(job: JobRecord) -> JobRecord | None:
+        if job.dispatch_claim != claim_id or job.status.is_terminal or job.execution:
+            return None
+        reason = STARTED if job.status is JobStatus.QUEUED else job.status_reason
+        return job.model_copy(
+            update={"execution": execution, "dispatched_at": now, "status_reason": reason}
+        )
+
+    transition = services.jobs.update(job_id, record)
+    if transition is None or transition.after.execution != execution:
+        # Deleted, cancelled or taken over by another delivery while we launched.
+        logger.warning("job %s changed during launch; cancelling %s", job_id, execution)
+        services.launcher.cancel(execution)
+        return DispatchResult(DispatchOutcome.CANCELLED_BEFORE_START, job_id, execution)
+    logger.info("job %s launched as %s", job_id, execution)
+    return DispatchResult(DispatchOutcome.LAUNCHED, job_id, execution)
+
+
+def report_failure(job: JobRecord, message: str, services: Services) -> None:
+    """Publish a `failed` event (system error) for the job, as the trainer would."""
+    reporter = EventReporter(
+        services.publisher,
+        services.settings.events_topic,
+        job_id=job.job_id,
+        attempt=job.attempt,
+        execution=job.execution,
+        source="dispatch",
+    )
+    reporter.failed(message, error_type=ErrorType.SYSTEM, code="launch_failed")
+
+
+def reject_message(
+    data: bytes, error: InvalidRequestError, *, message_id: str, services: Services
+) -> DispatchResult:
+    """Acknowledge a message that can never succeed; a request-shaped one becomes a failed job."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict) or payload.get("kind") == "job_reference":
+        logger.error("message %s acknowledged without effect: %s", message_id, error.message)
+        return DispatchResult(DispatchOutcome.REJECTED)
+    job = rejected_job_record(payload, error, message_id=message_id)
+    with job_context(job.job_id):
+        if services.jobs.find(job.job_id) is None:
+            # Notify first: a retry after a failed publish then notifies again, never not at all.
+            notification = JobNotification.for_job(job, JobStatus.QUEUED)
+            services.publisher.publish(
+                services.settings.notifications_topic, notification, job_id=job.job_id
+            )
+            services.jobs.create(job)
+        logger.error("request in message %s rejected: %s", message_id, error.message)
+    return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
+
+
+def rejected_job_record(
+    payload: dict[str, Any], error: InvalidRequestError, *, message_id: str
+) -> JobRecord:
+    """A `failed` record that shows the publisher why its request was refused."""
+    dataset = _dataset_id(payload.get("processed_dataset_id"))
+    config = payload.get("training_config")
+    model = _model_id(config.get("base_model_id") if isinstance(config, dict) else None)
+    job_id = new_job_id(dataset or "invalid", model or "request", suffix=stable_suffix(message_id))
+    now = utcnow()
+    name = payload.get("job_name")
+    return JobRecord(
+        job_id=job_id,
+        job_name=name[:128] if isinstance(name, str) and name.isprintable() else job_id,
+        status=JobStatus.FAILED,
+        status_reason="the request was rejected",
+        base_model_id=model or "",
+        processed_dataset_id=dataset or "",
+        created_at=now,
+        updated_at=now,
+        finished_at=now,
+        error=JobError(type=ErrorType.USER, message=error.message[:4000], code="invalid_request"),
+    )
+
+
+def _dataset_id(value: Any) -> str | None:
+    """The value if it is a well-formed dataset id (it may end up in paths)."""
+    return value if isinstance(value, str) and is_segment_id(value) else None
+
+
+def _model_id(value: Any) -> str | None:
+    """The value if it is a well-formed Hub id or gs:// snapshot."""
+    if not isinstance(value, str) or has_dot_segments(value.removeprefix("gs://")):
+        return None
+    pattern = GCS_PREFIX_PATTERN if value.startswith("gs://") else HF_MODEL_PATTERN
+    return value if re.fullmatch(pattern, value) else None
+
+
+def launcher_settings(services: Services) -> LauncherSettings:
+    settings = services.settings
+    if not isinstance(settings, LauncherSettings):
+        raise TypeError("dispatch and reconcile need LauncherSettings")
+    return settings

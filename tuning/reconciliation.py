@@ -1,0 +1,172 @@
+"""Reconcile: nothing stays non-terminal forever (run by Cloud Scheduler).
+
+For every job that is not terminal and has not been heard from for
+`RECONCILE_STALE_SECONDS`:
+
+- with an execution: ask the launcher. One that ended without the job's final
+  event (OOM kill, timeout, crash, deleted) gets a `failed` event with a system
+  error that says so (`cancelled` if it was cancelled behind our back). It acts
+  only once the execution has been over for the same threshold, so a final
+  event still on its way through Pub/Sub wins.
+- queued without an execution (claimed by a dispatcher that died, or its
+  message dead-lettered while waiting for a slot): re-publish its
+  `JobReference`; dispatch takes over a claim older than the threshold.
+- active without a recorded execution (the dispatcher died after launching):
+  nothing can be asked, so a job silent that long is failed.
+
+Failures are *published* on `job-events` like any producer's (source
+"reconcile"), not written directly: on_job_event stays the one writer of
+transitions and sends the terminal notification, and a trainer's own final
+event racing with ours is resolved by the state machine (first terminal wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from tuning.dispatching import launcher_settings
+from tuning.errors import TransientError
+from tuning.jobs import ACTIVE_STATUSES, ErrorType, JobRecord, JobStatus, utcnow
+from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.logs import job_context
+from tuning.reporting import EventReporter
+from tuning.services import Services
+from tuning.spec import JobReference
+
+logger = logging.getLogger(__name__)
+ENDED_WITHOUT_RESULT = "execution_ended_without_result"
+
+
+class Action(StrEnum):
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REQUEUED = "requeued"
+    RUNNING = "running"  # stale but its execution still runs: left alone
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0
+    actions: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, action: Action, job_id: str) -> None:
+        self.actions.setdefault(action.value, []).append(job_id)
+
+    def jobs(self, action: Action) -> list[str]:
+        return self.actions.get(action.value, [])
+
+    def to_dict(self) -> dict[str, object]:
+        return {"checked": self.checked, **self.actions, "errors": self.errors}
+
+
+def reconcile_jobs(*, services: Services, now: datetime | None = None) -> ReconcileReport:
+    """One pass over every non-terminal job; a job that errors is reported, not fatal."""
+    settings = launcher_settings(services)
+    stale = timedelta(seconds=settings.stale_after_seconds)
+    now = now or utcnow()
+    report = ReconcileReport()
+    for job in non_terminal_jobs(services):
+        report.checked += 1
+        with job_context(job.job_id):
+            try:
+                action = reconcile_job(job, services=services, now=now, stale=stale)
+            except TransientError as error:
+                logger.warning("job %s not reconciled this time: %s", job.job_id, error.message)
+                report.errors[job.job_id] = error.message
+                continue
+        if action is not None:
+            logger.info("job %s reconciled: %s", job.job_id, action.value)
+            report.add(action, job.job_id)
+    return report
+
+
+def non_terminal_jobs(services: Services) -> Iterator[JobRecord]:
+    for status in (JobStatus.QUEUED, *ACTIVE_STATUSES):
+        token = None
+        while True:
+            page = services.jobs.list_jobs(status=status, limit=100, page_token=token)
+            yield from page.jobs
+            token = page.next_page_token
+            if token is None:
+                break
+
+
+def reconcile_job(
+    job: JobRecord, *, services: Services, now: datetime, stale: timedelta
+) -> Action | None:
+    """What one job needs, done; None when it is fine as it is."""
+    if job.execution:
+        last_heard = job.last_event_at or job.dispatched_at or job.updated_at
+        if now - last_heard < stale:
+            return None
+        status = services.launcher.status(job.execution)
+        if not status.state.is_finished:
+            return Action.RUNNING
+        if status.finished_at is not None and now - status.finished_at < stale:
+            return None  # the trainer's final event may still be in flight
+        return end_job(job, status, services=services)
+    if now - job.updated_at < stale:
+        return None
+    if job.status is JobStatus.QUEUED:
+        return requeue(job, services=services, now=now)
+    reporter(job, services).failed(
+        f"no execution is recorded for this job and nothing was heard from it for "
+        f"{int(stale.total_seconds())} s",
+        error_type=ErrorType.SYSTEM,
+        code=ENDED_WITHOUT_RESULT,
+    )
+    return Action.FAILED
+
+
+def end_job(job: JobRecord, status: ExecutionStatus, *, services: Services) -> Action:
+    """Publish the final event the trainer never sent."""
+    if status.state is ExecutionState.CANCELLED:
+        reporter(job, services).cancelled(
+            f"the trainer execution was cancelled outside the service ({status.message})"
+        )
+        return Action.CANCELLED
+    reporter(job, services).failed(
+        describe_ending(job.execution or "", status),
+        error_type=ErrorType.SYSTEM,
+        code=ENDED_WITHOUT_RESULT,
+    )
+    return Action.FAILED
+
+
+def describe_ending(execution: str, status: ExecutionStatus) -> str:
+    if status.state is ExecutionState.NOT_FOUND:
+        return f"the trainer execution {execution} no longer exists and never reported a result"
+    detail = f"{status.state.value}: {status.message}" if status.message else status.state.value
+    return f"the trainer execution {execution} ended ({detail}) without reporting a result"
+
+
+def requeue(job: JobRecord, *, services: Services, now: datetime) -> Action:
+    """Publish the job's reference again, then stamp it so the next pass waits again."""
+    services.publisher.publish(
+        services.settings.requests_topic, JobReference(job_id=job.job_id), job_id=job.job_id
+    )
+
+    def stamp(current: JobRecord) -> JobRecord | None:
+        if current.status is not JobStatus.QUEUED or current.execution:
+            return None
+        return current.model_copy(update={"requeued_at": now})
+
+    services.jobs.update(job.job_id, stamp)
+    return Action.REQUEUED
+
+
+def reporter(job: JobRecord, services: Services) -> EventReporter:
+    """Events on behalf of the job's current attempt and execution, so they are not ignored."""
+    return EventReporter(
+        services.publisher,
+        services.settings.events_topic,
+        job_id=job.job_id,
+        attempt=job.attempt,
+        execution=job.execution,
+        source="reconcile",
+    )
