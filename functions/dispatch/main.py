@@ -10,9 +10,6 @@ transient ones are raised) makes Pub/Sub redeliver with backoff. Run it locally 
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import TooManyRequests
@@ -20,6 +17,7 @@ from werkzeug.exceptions import TooManyRequests
 from tuning.dispatching import dispatch_message
 from tuning.errors import CapacityError
 from tuning.logs import setup_logging
+from tuning.pushed import decode_pushed_message
 from tuning.services import Services
 from tuning.settings import LauncherSettings
 
@@ -30,17 +28,13 @@ SERVICES = Services(LauncherSettings.from_env())  # clients are created on first
 @functions_framework.cloud_event
 def dispatch_training_request(cloud_event: CloudEvent) -> None:
     """Entry point: decode the pushed Pub/Sub message and dispatch it."""
-    message = (cloud_event.data or {}).get("message") or {}
-    try:
-        data = base64.b64decode(message.get("data") or "", validate=True)
-    except (binascii.Error, ValueError):
-        data = b""  # not base64: an invalid message, acknowledged and logged by the core
-    message_id = str(message.get("messageId") or cloud_event["id"])
+    message = decode_pushed_message(cloud_event)
+    message_id = message.message_id
     try:
         result = dispatch_message(
-            data=data,
+            data=message.data,
             message_id=message_id,
-            attributes=message.get("attributes") or {},
+            attributes=message.attributes,
             services=SERVICES,
         )
     except CapacityError as error:

@@ -10,14 +10,12 @@ Pub/Sub redelivers. Run it locally with:
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from tuning import event_sink
 from tuning.logs import setup_logging
+from tuning.pushed import decode_pushed_message
 from tuning.services import Services
 from tuning.settings import ServiceSettings
 
@@ -28,13 +26,5 @@ SERVICES = Services(ServiceSettings.from_env())  # clients are created on first 
 @functions_framework.cloud_event
 def record_job_event(cloud_event: CloudEvent) -> None:
     """Entry point: decode the pushed Pub/Sub message and apply the event it carries."""
-    message = (cloud_event.data or {}).get("message") or {}
-    try:
-        data = base64.b64decode(message.get("data") or "", validate=True)
-    except (binascii.Error, ValueError):
-        data = b""  # not base64: an invalid event, acknowledged and logged by the core
-    event_sink.record_job_event(
-        data=data,
-        message_id=str(message.get("messageId") or cloud_event["id"]),
-        services=SERVICES,
-    )
+    message = decode_pushed_message(cloud_event)
+    event_sink.record_job_event(data=message.data, message_id=message.message_id, services=SERVICES)
