@@ -2,6 +2,11 @@
 
 Imported lazily (it needs transformers). The callbacks publish through the
 job's EventReporter, so every event carries the attempt and its sequence.
+
+DPO, ORPO and GRPO log method metrics beside the loss (reward margins, log-odds, rewards per
+function). Progress events cannot carry them, so with each progress event such a trainer also
+publishes an `evaluation` event: the job's latest metrics, i.e. the method metrics at this
+step plus the figures of the latest evaluation, so that the job record never loses either.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore
-from trainer.metrics import evaluation_metrics
-from tuning.jobs import DatasetStats, Progress
+from trainer.metrics import SFT_METRICS, MetricsPlan, evaluation_metrics, method_metrics
+from tuning.jobs import DatasetStats, Metrics, Progress
 from tuning.reporting import EventReporter
 
 logger = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ class LifecycleEventsCallback(TrainerCallback):
         wandb_url: str | None,
         dataset_stats: DatasetStats | None,
         report_accuracy: bool = True,
+        metrics_plan: MetricsPlan = SFT_METRICS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reporter = reporter
@@ -47,6 +53,9 @@ class LifecycleEventsCallback(TrainerCallback):
         self.last_log: tuple[float, float] | None = None  # (time, tokens seen)
         self.tokens_per_second: float | None = None
         self.last_evaluation_step: int | None = None
+        self.metrics_plan = metrics_plan
+        self.training_metrics: dict[str, float] = {}  # the latest method metrics of training
+        self.last_evaluation: Metrics | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started_at = self.clock()
@@ -73,6 +82,9 @@ class LifecycleEventsCallback(TrainerCallback):
             )
         if tokens is not None:
             self.last_log = (now, tokens)
+        method = method_metrics(logs, self.metrics_plan.method_keys)
+        if method:
+            self.training_metrics = method
         done = state.global_step >= state.max_steps
         recent = self.last_published_at is not None and (
             now - self.last_published_at < self.min_interval_seconds
@@ -81,6 +93,14 @@ class LifecycleEventsCallback(TrainerCallback):
             return
         self.last_published_at = now
         self.reporter.progress_update(self.progress(state, logs, now))
+        if method:
+            self.reporter.evaluation(self.snapshot(state.global_step))
+
+    def snapshot(self, step: int, evaluation: Metrics | None = None) -> Metrics:
+        """The latest evaluation's figures with the latest method metrics, at `step`."""
+        evaluation = evaluation or self.last_evaluation
+        figures = evaluation.model_dump(exclude_none=True) if evaluation else {}
+        return Metrics(**{**figures, **self.training_metrics, "step": step})
 
     def progress(self, state: Any, logs: dict[str, float], now: float) -> Progress:
         steps_done = state.global_step - self.first_step
@@ -107,9 +127,19 @@ class LifecycleEventsCallback(TrainerCallback):
         if not metrics:
             return
         self.last_evaluation_step = state.global_step
-        self.reporter.evaluation(
-            evaluation_metrics(metrics, step=state.global_step, with_accuracy=self.report_accuracy)
+        plan = self.metrics_plan
+        evaluation = evaluation_metrics(
+            metrics,
+            step=state.global_step,
+            with_accuracy=self.report_accuracy,
+            language_model=plan.language_model,
         )
+        if plan.method_keys:
+            extras = method_metrics(metrics, plan.method_keys, prefix="eval_")
+            evaluation = Metrics(**{**evaluation.model_dump(exclude_none=True), **extras})
+            self.last_evaluation = evaluation
+            evaluation = self.snapshot(state.global_step, evaluation)
+        self.reporter.evaluation(evaluation)
 
 
 class CheckpointUploadCallback(TrainerCallback):

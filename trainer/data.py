@@ -32,6 +32,11 @@ class RowFormat(StrEnum):
     MESSAGES = "messages"  # {"messages": [system?, user, assistant, ...]}
     PROMPT_COMPLETION = "prompt_completion"  # {"prompt": str, "completion": str}
     CONVERSATIONAL_PROMPT_COMPLETION = "conversational_prompt_completion"  # lists of messages
+    PREFERENCE = "preference"  # {"prompt": str, "chosen": str, "rejected": str}
+    CONVERSATIONAL_PREFERENCE = "conversational_preference"  # the same as lists of messages
+    PROMPT_ONLY = "prompt_only"  # {"prompt": str, "reference"?: str}, for GRPO
+    CONVERSATIONAL_PROMPT_ONLY = "conversational_prompt_only"  # prompt as messages
+    VISION_MESSAGES = "vision_messages"  # messages with image parts, plus "images"
 
 
 @dataclass(frozen=True)
@@ -125,17 +130,19 @@ def read_rows(data: bytes, file: SplitFile) -> list[Any]:
 # Rows ----------------------------------------------------------------------------------------
 
 
-def _text_of(content: Any, field: str) -> str:
+def text_of(content: Any, field: str) -> str:
     """A message's content as text: a string, or the text parts of a typed list joined."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise RowError(field, f"content must be a string or a list of parts, got {_kind(content)}")
+        raise RowError(
+            field, f"content must be a string or a list of parts, got {kind_of(content)}"
+        )
     texts = []
     for index, part in enumerate(content):
         where = f"{field}[{index}]"
         if not isinstance(part, dict):
-            raise RowError(where, f"a content part must be an object, got {_kind(part)}")
+            raise RowError(where, f"a content part must be an object, got {kind_of(part)}")
         kind = part.get("type")
         if kind == "text":
             if not isinstance(part.get("text"), str):
@@ -148,14 +155,24 @@ def _text_of(content: Any, field: str) -> str:
     return "\n".join(texts)
 
 
-def _messages(value: Any, field: str) -> list[dict[str, str]]:
+ContentParser = Callable[[Any, str, str], Any]  # (content, field, role) -> normalized content
+
+
+def _text_content(content: Any, field: str, role: str) -> str:
+    return text_of(content, field)
+
+
+def parse_messages(
+    value: Any, field: str, *, content: ContentParser = _text_content
+) -> list[dict[str, Any]]:
+    """Messages with canonical roles; `content` normalizes each message's content."""
     if not isinstance(value, list) or not value:
-        raise RowError(field, f"expected a non-empty list of messages, got {_kind(value)}")
+        raise RowError(field, f"expected a non-empty list of messages, got {kind_of(value)}")
     messages = []
     for index, message in enumerate(value):
         where = f"{field}[{index}]"
         if not isinstance(message, dict):
-            raise RowError(where, f"a message must be an object, got {_kind(message)}")
+            raise RowError(where, f"a message must be an object, got {kind_of(message)}")
         raw_role = message.get("role")
         role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
@@ -164,12 +181,12 @@ def _messages(value: Any, field: str) -> list[dict[str, str]]:
                 f"role must be one of system, user, assistant; got {raw_role!r}",
             )
         messages.append(
-            {"role": role, "content": _text_of(message.get("content"), f"{where}.content")}
+            {"role": role, "content": content(message.get("content"), f"{where}.content", role)}
         )
     return messages
 
 
-def _check_turn_order(messages: list[dict[str, str]], field: str) -> None:
+def check_turn_order(messages: list[dict[str, Any]], field: str) -> None:
     """Optional system first, then user and assistant alternating, as Gemma's template demands."""
     turns = messages[1:] if messages[0]["role"] == "system" else messages
     offset = len(messages) - len(turns)
@@ -186,10 +203,10 @@ def _check_turn_order(messages: list[dict[str, str]], field: str) -> None:
 def normalize_sft_row(row: Any) -> tuple[RowFormat, dict[str, Any]]:
     """Validate one SFT row and return its format and the columns the trainer uses."""
     if not isinstance(row, dict):
-        raise RowError("", f"a row must be an object, got {_kind(row)}")
+        raise RowError("", f"a row must be an object, got {kind_of(row)}")
     if row.get("messages") is not None:
-        messages = _messages(row["messages"], "messages")
-        _check_turn_order(messages, "messages")
+        messages = parse_messages(row["messages"], "messages")
+        check_turn_order(messages, "messages")
         answered = [
             i for i, m in enumerate(messages) if m["role"] == "assistant" and m["content"].strip()
         ]
@@ -204,8 +221,8 @@ def normalize_sft_row(row: Any) -> tuple[RowFormat, dict[str, Any]]:
             raise RowError("completion", "the completion is empty: nothing to learn")
         return RowFormat.PROMPT_COMPLETION, {"prompt": prompt, "completion": completion}
     if isinstance(prompt, list) and isinstance(completion, list):
-        prompt_messages = _messages(prompt, "prompt")
-        completion_messages = _messages(completion, "completion")
+        prompt_messages = parse_messages(prompt, "prompt")
+        completion_messages = parse_messages(completion, "completion")
         if prompt_messages[-1]["role"] != "user":
             raise RowError(
                 f"prompt[{len(prompt) - 1}].role", "the prompt must end with a user turn"
@@ -214,7 +231,7 @@ def normalize_sft_row(row: Any) -> tuple[RowFormat, dict[str, Any]]:
             raise RowError("completion", "the completion must be one assistant message")
         if not completion_messages[0]["content"].strip():
             raise RowError("completion[0].content", "the completion is empty: nothing to learn")
-        _check_turn_order(prompt_messages, "prompt")
+        check_turn_order(prompt_messages, "prompt")
         return RowFormat.CONVERSATIONAL_PROMPT_COMPLETION, {
             "prompt": prompt_messages,
             "completion": completion_messages,
@@ -222,7 +239,7 @@ def normalize_sft_row(row: Any) -> tuple[RowFormat, dict[str, Any]]:
     raise RowError(
         "prompt",
         "prompt and completion must both be strings or both be lists of messages, "
-        f"got {_kind(prompt)} and {_kind(completion)}",
+        f"got {kind_of(prompt)} and {kind_of(completion)}",
     )
 
 
@@ -319,5 +336,5 @@ def load_splits(
     return DatasetSplits(train, evaluation, row_format, train_file.uri, eval_file.uri)
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     return "null" if value is None else type(value).__name__

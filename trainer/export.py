@@ -1,10 +1,13 @@
-"""Export: the adapter (or full weights), a 16-bit merged model, and the Hub.
+"""Export: the adapter (or full weights), a 16-bit merged model, GGUF files, and the Hub.
 
 The merge never touches 4-bit weights: the trained model is freed, the base is
 reloaded in 16 bits and the saved adapter is merged into it, one code path for
-LoRA and QLoRA. Every uploaded directory has complete tokenizer files and a
-generation config that stops at <end_of_turn>. Each upload first checks the job
-is still wanted, so a cancelled or deleted job gets no files.
+LoRA and QLoRA. Every uploaded directory has complete tokenizer files (and a
+vision model's processor files) and a generation config that stops at
+<end_of_turn>. GGUF files are converted from the 16-bit merge (made locally when
+only the adapter is uploaded), each checked by `trainer.gguf`, and land in
+`gguf_models/{job_id}/model-{quant}.gguf`. Each upload first checks the job is
+still wanted, so a cancelled or deleted job gets no files.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainer.errors import UnsupportedError, UserError
+from trainer.gguf import QUANTIZER_TYPES, export_gguf
 from trainer.hardware import Hardware
+from trainer.llama_cpp import LlamaCppTools
 from trainer.tokenizer_files import complete_tokenizer_files, stop_on_end_of_turn
 from tuning.errors import TransientError
 from tuning.gcp.storage import GcsStore
 from tuning.jobs import Artifacts
 from tuning.layout import StorageLayout
-from tuning.spec import Destination, ExportConfig, ExportFormat, Method
+from tuning.spec import Destination, ExportConfig, ExportFormat, Method, Modality, TrainingConfig
 
 logger = logging.getLogger(__name__)
 HUB_URL = "https://huggingface.co/"
@@ -76,6 +81,7 @@ class ExportJob:
     hardware: Hardware
     attention: str
     hf_token: str | None
+    gguf_tools: LlamaCppTools | None = None  # located before training when GGUF is wanted
 
 
 def export_model(
@@ -87,10 +93,16 @@ def export_model(
     layout: StorageLayout,
     ensure_job_active: Callable[[], None],
     hub: HubUploader | None,
+    processor: Any = None,
 ) -> Artifacts:
-    """Save, merge and upload what the job asked for; returns where it went."""
+    """Save, merge and upload what the job asked for; returns where it went.
+
+    `processor` is a vision model's processor: saved beside the weights in place of the
+    tokenizer alone, so that the exported model loads with AutoProcessor.
+    """
+    saved = processor if processor is not None else tokenizer
     adapter_dir = job.work_dir / "adapter"
-    _save_trained(trainer, tokenizer, adapter_dir, method=job.method)
+    _save_trained(trainer, saved, adapter_dir, method=job.method)
     complete_tokenizer_files(adapter_dir, source=job.base_model_dir, tokenizer=tokenizer)
     stop_on_end_of_turn(adapter_dir, tokenizer)
     _release(trainer)
@@ -99,13 +111,25 @@ def export_model(
     artifacts: dict[str, Any] = {"adapter_path": layout.adapter_prefix(job.job_id)}
     storage.upload_dir(adapter_dir, artifacts["adapter_path"])
     publishable = adapter_dir
-    if job.export_config.format is ExportFormat.MERGED:
-        merged_dir = job.work_dir / "merged"
-        merge_adapter(job, adapter_dir, merged_dir, tokenizer)
+    merged = job.export_config.format is ExportFormat.MERGED
+    quantizations = job.export_config.quantizations
+    sixteen_bit_dir = adapter_dir  # Full training saved all weights in 16 bits already
+    if job.method.uses_adapter and (merged or quantizations):
+        sixteen_bit_dir = job.work_dir / "merged"
+        merge_adapter(job, adapter_dir, sixteen_bit_dir, tokenizer, processor=processor)
+    if merged:
         ensure_job_active()
         artifacts["merged_path"] = layout.merged_prefix(job.job_id)
-        storage.upload_dir(merged_dir, artifacts["merged_path"])
-        publishable = merged_dir
+        storage.upload_dir(sixteen_bit_dir, artifacts["merged_path"])
+        publishable = sixteen_bit_dir
+    if quantizations:
+        artifacts |= _export_gguf_files(
+            job,
+            sixteen_bit_dir,
+            storage=storage,
+            layout=layout,
+            ensure_job_active=ensure_job_active,
+        )
     if job.export_config.destination is Destination.HFHUB:
         if hub is None or not job.hf_token or not job.export_config.hf_repo_id:
             raise UserError("destination 'hfhub' needs hf_repo_id and an hf_token")
@@ -119,14 +143,54 @@ def export_model(
     return Artifacts(**artifacts)
 
 
-def check_export_supported(export_config: ExportConfig) -> None:
-    """Refuse before any GPU time what this build cannot export, instead of skipping it."""
-    if export_config.include_gguf:
-        raise UnsupportedError("GGUF export is not supported by this trainer build yet")
+def prepare_gguf_export(config: TrainingConfig) -> LlamaCppTools | None:
+    """Refuse before any GPU time a GGUF export this build cannot make; find llama.cpp.
+
+    Missing llama.cpp tools are the image's fault (a system error), never fetched at run time.
+    """
+    quantizations = config.export_config.quantizations
+    if not quantizations:
+        return None
+    if config.modality is Modality.VISION:
+        raise UnsupportedError(
+            "export_config.include_gguf: GGUF export of vision models is not supported by this "
+            "trainer build; export the merged model instead"
+        )
+    tools = LlamaCppTools.locate()
+    if any(quantization in QUANTIZER_TYPES for quantization in quantizations):
+        tools.require_quantizer()
+    return tools
 
 
-def _save_trained(trainer: Any, tokenizer: Any, directory: Path, *, method: Method) -> None:
-    """The adapter for LoRA/QLoRA; for Full the whole model, in 16 bits like the merged export."""
+def _export_gguf_files(
+    job: ExportJob,
+    sixteen_bit_dir: Path,
+    *,
+    storage: GcsStore,
+    layout: StorageLayout,
+    ensure_job_active: Callable[[], None],
+) -> dict[str, Any]:
+    """Convert, verify and upload each requested quantization; the Artifacts fields for them."""
+    quantizations = job.export_config.quantizations
+    tools = job.gguf_tools or LlamaCppTools.locate()
+    out_dir = job.work_dir / "gguf"
+    written = export_gguf(
+        sixteen_bit_dir, out_dir, quantizations, tools=tools, model_name=job.job_id
+    )
+    ensure_job_active()
+    # export_gguf leaves exactly the verified model-{quant}.gguf files in out_dir.
+    storage.upload_dir(out_dir, layout.gguf_prefix(job.job_id))
+    files = {quant.value: layout.gguf_uri(job.job_id, quant) for quant in quantizations}
+    for quant, path in written.items():
+        logger.info("GGUF %s: %s (%d bytes)", quant.value, files[quant.value], path.stat().st_size)
+    return {"gguf_files": files, "gguf_path": files[quantizations[0].value]}
+
+
+def _save_trained(trainer: Any, saved: Any, directory: Path, *, method: Method) -> None:
+    """The adapter for LoRA/QLoRA; for Full the whole model, in 16 bits like the merged export.
+
+    `saved` is the tokenizer, or a vision model's processor (which writes the tokenizer too).
+    """
     if method is Method.FULL:
         import torch
 
@@ -134,7 +198,7 @@ def _save_trained(trainer: Any, tokenizer: Any, directory: Path, *, method: Meth
         if model.dtype == torch.float32:
             model.to(torch.bfloat16)
         model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+        saved.save_pretrained(directory)
     else:
         trainer.save_model(str(directory))  # adapter weights, adapter config, tokenizer
         # Pickled TrainingArguments: of no use to whoever loads the model, and unsafe to unpickle.
@@ -153,14 +217,17 @@ def _release(trainer: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def merge_adapter(job: ExportJob, adapter_dir: Path, merged_dir: Path, tokenizer: Any) -> None:
+def merge_adapter(
+    job: ExportJob, adapter_dir: Path, merged_dir: Path, tokenizer: Any, *, processor: Any = None
+) -> None:
     """Reload the base in 16 bits, merge the adapter into it and save the result."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     dtype = torch.bfloat16 if (job.hardware.bf16 or not job.hardware.cuda) else torch.float16
-    base = AutoModelForCausalLM.from_pretrained(
+    model_class = AutoModelForImageTextToText if processor is not None else AutoModelForCausalLM
+    base = model_class.from_pretrained(
         job.base_model_dir,
         dtype=dtype,
         attn_implementation=job.attention,
@@ -168,7 +235,7 @@ def merge_adapter(job: ExportJob, adapter_dir: Path, merged_dir: Path, tokenizer
     )
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.save_pretrained(merged_dir)
-    tokenizer.save_pretrained(merged_dir)
+    (processor if processor is not None else tokenizer).save_pretrained(merged_dir)
     complete_tokenizer_files(merged_dir, source=job.base_model_dir, tokenizer=tokenizer)
     stop_on_end_of_turn(merged_dir, tokenizer)
     del merged, base

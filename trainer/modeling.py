@@ -1,18 +1,26 @@
-"""The base model: fetched from a gs:// snapshot or the Hub, its tokenizer, loaded to train."""
+"""The base model: fetched from a gs:// snapshot or the Hub, its tokenizer, loaded to train.
+
+Its config.json is fetched first and checked (`check_config`), so that a model that cannot run
+the job (a text-only model for a vision job) fails before the weights are downloaded.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import ModelNotFoundError, UserError
 from trainer.hardware import Hardware, compute_dtype_name
 from tuning.errors import NotFoundError, TransientError
 from tuning.gcp.storage import GcsStore
-from tuning.spec import Hyperparameters, Method
+from tuning.spec import Hyperparameters, Method, Provider
+
+if TYPE_CHECKING:
+    from trainer.recipes import TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -20,24 +28,52 @@ logger = logging.getLogger(__name__)
 # repositories carry, which would double the download.
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
 GEMMA3_TYPES = {"gemma3", "gemma3_text"}
+MODEL_CONFIG = "config.json"
+# QLoRA quantizes the language model only: the vision tower and projector stay in 16 bits.
+VISION_MODULES_NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head"]
 
 
 def fetch_base_model(
-    base_model_id: str, *, storage: GcsStore, directory: Path, token: str | None
+    base_model_id: str,
+    *,
+    storage: GcsStore,
+    directory: Path,
+    token: str | None,
+    check_config: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """A local directory holding the model's config, weights and tokenizer files."""
+    """A local directory holding the model's config, weights and tokenizer files.
+
+    `check_config` sees config.json before anything else is downloaded, and may raise.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / MODEL_CONFIG
     if base_model_id.startswith("gs://"):
-        # A missing prefix is reported below, like a prefix without a model in it.
+        # A missing object is reported below, like a prefix without a model in it.
         with contextlib.suppress(NotFoundError):
-            storage.download_dir(base_model_id, directory)
+            config_path.write_bytes(storage.download_bytes(f"{base_model_id}{MODEL_CONFIG}"))
     else:
-        _download_from_hub(base_model_id, directory, token)
-    if not (directory / "config.json").is_file():
+        _download_from_hub(base_model_id, directory, token, [MODEL_CONFIG])
+    if not config_path.is_file():
         raise ModelNotFoundError(f"base model {base_model_id} not found (no config.json there)")
+    if check_config is not None:
+        check_config(_read_config(config_path, base_model_id))
+    if base_model_id.startswith("gs://"):
+        storage.download_dir(base_model_id, directory)
+    else:
+        _download_from_hub(base_model_id, directory, token, HUB_PATTERNS)
     return directory
 
 
-def _download_from_hub(repo_id: str, directory: Path, token: str | None) -> None:
+def _read_config(path: Path, base_model_id: str) -> dict[str, Any]:
+    config = json.loads(path.read_text())  # a broken file fails like loading it would
+    if not isinstance(config, dict):
+        raise UserError(f"base model {base_model_id}: config.json is not a JSON object")
+    return config
+
+
+def _download_from_hub(
+    repo_id: str, directory: Path, token: str | None, patterns: list[str]
+) -> None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -47,7 +83,7 @@ def _download_from_hub(repo_id: str, directory: Path, token: str | None) -> None
     )
 
     try:
-        snapshot_download(repo_id, local_dir=directory, token=token, allow_patterns=HUB_PATTERNS)
+        snapshot_download(repo_id, local_dir=directory, token=token, allow_patterns=patterns)
     except GatedRepoError:
         raise UserError(
             f"base model {repo_id} is gated: accept its licence on the Hub with the account "
@@ -89,6 +125,28 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tokenizer
 
 
+def load_processor(model_dir: Path) -> Any:
+    """A vision model's processor (image processor and tokenizer), with a chat template."""
+    from transformers import AutoProcessor
+    from trl.chat_template_utils import gemma3_chat_template
+
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise UserError(f"the base model's processor cannot be loaded: {error}") from None
+    if getattr(processor, "image_processor", None) is None:
+        raise UserError(
+            "the base model has no image processor (processor_config.json or "
+            "preprocessor_config.json): modality 'vision' needs one"
+        )
+    tokenizer = processor.tokenizer
+    template = processor.chat_template or tokenizer.chat_template or gemma3_chat_template
+    processor.chat_template = tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor
+
+
 def load_model_config(model_dir: Path) -> Any:
     from transformers import AutoConfig
 
@@ -102,10 +160,11 @@ def load_model(
     hardware: Hardware,
     attention: str,
     dtype_name: str | None = None,
+    vision: bool = False,
 ) -> Any:
     """The base model on the accelerator, 4-bit nf4 with double quantization for QLoRA."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
 
     dtype = getattr(torch, dtype_name or compute_dtype_name(hardware))
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
@@ -117,10 +176,29 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=VISION_MODULES_NOT_QUANTIZED if vision else None,
         )
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    model = model_class.from_pretrained(model_dir, **kwargs)
     model.config.use_cache = False  # training; also keeps packed sequences isolated
     return model
+
+
+def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
+    """The model to train, and the LoRA config TRL should apply (None: Full, or applied already)."""
+    config = run.config
+    if config.provider is Provider.UNSLOTH:
+        from trainer.unsloth import load_unsloth_model
+
+        return load_unsloth_model(run), None
+    model = load_model(
+        run.model_dir,
+        method=config.method,
+        hardware=run.hardware,
+        attention=run.attention,
+        vision=run.processor is not None,
+    )
+    return model, lora_config(config.hyperparameters) if config.method.uses_adapter else None
 
 
 def lora_config(hyperparameters: Hyperparameters) -> Any:

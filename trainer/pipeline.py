@@ -1,10 +1,11 @@
 """One training job from config to artifacts, in the order of ARCHITECTURE.md "Trainer pipeline".
 
-1. job config and secrets, `preparing`;  2. dataset validated (rows, then tokens);
-3. base model fetched, loaded, quantized and wrapped by the recipe;  4. training with
-events;  5. checkpoints to GCS, resumed by a retried attempt (`restarted`);
-6. export, `completed`, W&B finished. Errors propagate; `trainer.main` decides
-what they mean for the task's exit code.
+1. job config and secrets, `preparing`, and what this machine cannot run refused (provider
+`unsloth` without CUDA, GGUF without llama.cpp);  2. dataset validated (rows, images, then
+tokens);  3. base model config checked (a vision job needs a vision tower), model fetched,
+loaded, quantized and wrapped by the recipe;  4. training with events;  5. checkpoints to GCS,
+resumed by a retried attempt (`restarted`);  6. export, `completed`, W&B finished. Errors
+propagate; `trainer.main` decides what they mean for the task's exit code.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any, Literal
 from trainer.batching import plan_batching
 from trainer.checkpoints import CheckpointStore
 from trainer.data import DatasetSplits, SplitFile, load_splits
-from trainer.export import ExportJob, HubUploader, check_export_supported, export_model
+from trainer.errors import UnsupportedError, UserError
+from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_export
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
-from trainer.modeling import fetch_base_model, load_model_config, load_tokenizer
+from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, TrainingRun, evaluation_enabled, recipe_for
 from trainer.stats import dataset_stats, token_lengths
 from trainer.tracking import WandbTracker
@@ -29,9 +31,11 @@ from tuning.jobs import DatasetStats
 from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.settings import TrainerSettings
-from tuning.spec import ExportFormat, Hyperparameters, Provider
+from tuning.spec import ExportFormat, Modality, Provider, TrainerType, TrainingConfig
 
 logger = logging.getLogger(__name__)
+# Vision models whose processor this build knows how to count and train (Gemma 3, 4B and up).
+VISION_MODEL_TYPES = frozenset({"gemma3"})
 
 
 def run_training_job(
@@ -46,9 +50,13 @@ def run_training_job(
     config = job.request.training_config
     reporter.preparing("validating the dataset")
     recipe = recipe_for(config)
-    check_export_supported(config.export_config)
+    gguf_tools = prepare_gguf_export(config)
     if config.provider is Provider.UNSLOTH:
-        reporter.message("provider 'unsloth' runs on the Hugging Face stack here", "warning")
+        from trainer.unsloth import activate_unsloth, require_unsloth
+
+        hardware = hardware or detect()
+        require_unsloth(hardware)
+        activate_unsloth()
     splits = _load_dataset(job, services, recipe)
 
     _route_library_logs()
@@ -60,9 +68,15 @@ def run_training_job(
         storage=services.storage,
         directory=work_dir / "base",
         token=job.hf_token,
+        check_config=functools.partial(check_model_config, config),
     )
-    tokenizer = load_tokenizer(model_dir)
-    stats = _dataset_statistics(splits, tokenizer, config.hyperparameters)
+    if gguf_tools is not None:
+        from trainer.gguf import check_exportable
+
+        check_exportable(model_dir)  # e.g. tokenizer.model, which the merge copies from here
+    processor = load_processor(model_dir) if config.modality is Modality.VISION else None
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(model_dir)
+    stats = _dataset_statistics(splits, tokenizer, config, processor=processor)
 
     hardware = hardware or detect()
     hp = config.hyperparameters
@@ -82,10 +96,11 @@ def run_training_job(
         model_dir=model_dir,
         output_dir=work_dir / "output",
         tokenizer=tokenizer,
+        processor=processor,
         hardware=hardware,
         attention=attention,
         batching=plan_batching(
-            packing=hp.packing,
+            packing=_packing(config, reporter),
             batch_size=hp.batch_size,
             gradient_accumulation_steps=hp.gradient_accumulation_steps,
             attention=attention,
@@ -109,13 +124,14 @@ def run_training_job(
                 dataset_stats=stats,
                 report_accuracy=config.eval_config is None
                 or config.eval_config.compute_eval_metrics,
+                metrics_plan=recipe.metrics,
             ),
             CheckpointUploadCallback(checkpoints),
         ]
         run.report_to = ["wandb"] if tracker is not None else []
         outcome = recipe.train(run)
         active()
-        reporter.exporting(_export_formats(config.export_config.format))
+        reporter.exporting(_export_formats(config))
         artifacts = export_model(
             ExportJob(
                 job_id=settings.job_id,
@@ -126,9 +142,11 @@ def run_training_job(
                 hardware=hardware,
                 attention=attention,
                 hf_token=job.hf_token,
+                gguf_tools=gguf_tools,
             ),
             trainer=outcome.trainer,
             tokenizer=tokenizer,
+            processor=processor,
             storage=services.storage,
             layout=settings.layout,
             ensure_job_active=active,
@@ -141,45 +159,101 @@ def run_training_job(
             tracker.finish(failed=failed)
 
 
+def check_model_config(config: TrainingConfig, model_config: dict[str, Any]) -> None:
+    """Refuse a base model that cannot run the job, from its config.json alone."""
+    kind = model_config.get("model_type", "unknown")
+    if config.modality is Modality.VISION and not model_config.get("vision_config"):
+        raise UserError(
+            f"base_model_id: {config.base_model_id} is a text-only model ({kind}, no "
+            "vision_config): modality 'vision' needs a Gemma 3 model with a vision tower "
+            "(4B and larger), or use modality 'text'"
+        )
+    if config.modality is Modality.VISION and kind not in VISION_MODEL_TYPES:
+        raise UnsupportedError(
+            f"modality 'vision' supports {sorted(VISION_MODEL_TYPES)} models in this trainer "
+            f"build; {config.base_model_id} is {kind!r}"
+        )
+    if config.export_config.quantizations:
+        from trainer.gguf import ARCHITECTURES, llama_cpp_incompatibilities
+        from trainer.llama_cpp import GgufExportError
+
+        if kind not in ARCHITECTURES:
+            raise UnsupportedError(
+                f"export_config.include_gguf: GGUF export supports {sorted(ARCHITECTURES)} "
+                f"models in this trainer build; {config.base_model_id} is {kind!r}"
+            )
+        if problems := llama_cpp_incompatibilities(model_config):
+            raise GgufExportError(
+                "export_config.include_gguf: the model cannot be exported to GGUF faithfully: "
+                + "; ".join(problems)
+            )
+
+
 def _load_dataset(job: Job, services: Services, recipe: Recipe) -> DatasetSplits:
-    """Rows read and validated for the recipe, before anything big is downloaded."""
+    """Rows read and validated for the recipe (images fetched and decoded), before anything big
+    is downloaded."""
     config = job.request.training_config
-    return load_splits(
+    layout = job.settings.layout
+    splits = load_splits(
         services.storage,
-        job.settings.layout.dataset_prefix(job.request.processed_dataset_id),
+        layout.dataset_prefix(job.request.processed_dataset_id),
         evaluate=evaluation_enabled(config),
         holdout_fraction=config.eval_config.eval_holdout_fraction if config.eval_config else 0.1,
         seed=config.hyperparameters.seed,
-        normalize=recipe.normalize_row,
+        normalize=recipe.row_normalizer(config),
     )
+    if config.modality is Modality.VISION:
+        from trainer.images import resolve_split_images
+
+        resolve_split_images(splits, services.storage, data_bucket=layout.data_bucket)
+    return splits
 
 
 def _dataset_statistics(
-    splits: DatasetSplits, tokenizer: Any, hyperparameters: Hyperparameters
+    splits: DatasetSplits, tokenizer: Any, config: TrainingConfig, *, processor: Any = None
 ) -> DatasetStats:
     """Token counts; rendering every row with the chat template also validates it."""
+    hp = config.hyperparameters
+    # GRPO trains on generated completions: its rows are prompts, cut at max_prompt_length.
+    limit = hp.max_prompt_length if config.trainer_type is TrainerType.GRPO else hp.max_seq_length
     lengths = token_lengths(
         splits.train,
         splits.row_format,
         tokenizer,
         split=SplitFile("train", splits.train_source, ""),
+        processor=processor,
+        max_length=hp.max_seq_length,
     )
     if splits.eval is not None:
         source = SplitFile("eval", splits.eval_source or "", "")
-        token_lengths(splits.eval, splits.row_format, tokenizer, split=source)
-    return dataset_stats(
-        lengths,
-        len(splits.eval or []),
-        hyperparameters.max_seq_length,
-        packing=hyperparameters.packing,
-    )
+        token_lengths(
+            splits.eval,
+            splits.row_format,
+            tokenizer,
+            split=source,
+            processor=processor,
+            max_length=hp.max_seq_length,
+        )
+    return dataset_stats(lengths, len(splits.eval or []), limit, packing=hp.packing)
 
 
-def _export_formats(export_format: ExportFormat) -> list[str]:
+def _packing(config: TrainingConfig, reporter: EventReporter) -> bool:
+    """Packing concatenates text SFT rows; the other trainers build their own sequences."""
+    packs = config.trainer_type is TrainerType.SFT and config.modality is Modality.TEXT
+    if config.hyperparameters.packing and not packs:
+        kind = f"{config.trainer_type.value}/{config.modality.value}"
+        _warn(reporter, f"hyperparameters.packing applies to text SFT only; ignored for {kind}")
+    return config.hyperparameters.packing and packs
+
+
+def _export_formats(config: TrainingConfig) -> list[str]:
     """A merged export uploads its adapter too (small, and what the merge was made from)."""
-    if export_format is ExportFormat.MERGED:
-        return [ExportFormat.ADAPTER.value, ExportFormat.MERGED.value]
-    return [export_format.value]
+    export = config.export_config
+    formats = [ExportFormat.ADAPTER.value]
+    if export.format is ExportFormat.MERGED:
+        formats.append(ExportFormat.MERGED.value)
+    formats += [f"gguf-{quantization.value}" for quantization in export.quantizations]
+    return formats
 
 
 def _resume_point(

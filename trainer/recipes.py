@@ -1,8 +1,8 @@
 """The trainer registry: one recipe per trainer type (and modality) this build can run.
 
-A recipe says how its rows look and how it trains. SFT on text is the only
-one so far; DPO, ORPO, GRPO and vision add an entry here (with their own row
-normalizer) and nothing else in the pipeline changes.
+A recipe says how its rows look, how they are read into the job's metrics, and how it trains.
+The pipeline is the same for all of them: a new trainer type adds an entry here (with its row
+normalizer and its train function) and nothing else changes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from typing import Any
 from trainer.batching import BatchingPlan
 from trainer.data import DatasetSplits, RowNormalizer, normalize_sft_row
 from trainer.errors import UnsupportedError
+from trainer.formats import normalize_preference_row, normalize_vision_row, prompt_row_normalizer
 from trainer.hardware import Hardware
+from trainer.metrics import (
+    DPO_METRICS,
+    GRPO_METRICS,
+    ORPO_METRICS,
+    SFT_METRICS,
+    MetricsPlan,
+)
 from tuning.jobs import Metrics
 from tuning.spec import Modality, TrainerType, TrainingConfig
 
@@ -33,11 +41,17 @@ class TrainingRun:
     attention: str
     batching: BatchingPlan
     evaluate: bool
+    processor: Any = None  # a vision model's processor (its tokenizer is `tokenizer`)
     callbacks: list[Any] = field(default_factory=list)
     resume_from: Path | None = None
     report_to: list[str] = field(default_factory=list)
     run_name: str | None = None
     warn: Callable[[str], None] = lambda text: None
+
+    @property
+    def processing_class(self) -> Any:
+        """What TRL tokenizes with: the processor of a vision model, else the tokenizer."""
+        return self.processor if self.processor is not None else self.tokenizer
 
 
 @dataclass
@@ -51,8 +65,14 @@ class TrainingOutcome:
 @dataclass(frozen=True)
 class Recipe:
     trainer_type: TrainerType
-    normalize_row: RowNormalizer
+    normalize_row: RowNormalizer  # the row rules that need no job settings (also for the CLI)
     train: Callable[[TrainingRun], TrainingOutcome]
+    metrics: MetricsPlan = SFT_METRICS
+    # Row rules that depend on the job's config (GRPO: the rewards' reference column).
+    configure_rows: Callable[[TrainingConfig], RowNormalizer] | None = None
+
+    def row_normalizer(self, config: TrainingConfig) -> RowNormalizer:
+        return self.configure_rows(config) if self.configure_rows else self.normalize_row
 
 
 def _train_sft(run: TrainingRun) -> TrainingOutcome:
@@ -61,8 +81,44 @@ def _train_sft(run: TrainingRun) -> TrainingOutcome:
     return train_sft(run)
 
 
+def _train_dpo(run: TrainingRun) -> TrainingOutcome:
+    from trainer.preference import train_dpo
+
+    return train_dpo(run)
+
+
+def _train_orpo(run: TrainingRun) -> TrainingOutcome:
+    from trainer.preference import train_orpo
+
+    return train_orpo(run)
+
+
+def _train_grpo(run: TrainingRun) -> TrainingOutcome:
+    from trainer.grpo import train_grpo
+
+    return train_grpo(run)
+
+
+def _grpo_rows(config: TrainingConfig) -> RowNormalizer:
+    return prompt_row_normalizer(config.reward_config)
+
+
 RECIPES: dict[tuple[TrainerType, Modality], Recipe] = {
     (TrainerType.SFT, Modality.TEXT): Recipe(TrainerType.SFT, normalize_sft_row, _train_sft),
+    (TrainerType.SFT, Modality.VISION): Recipe(TrainerType.SFT, normalize_vision_row, _train_sft),
+    (TrainerType.DPO, Modality.TEXT): Recipe(
+        TrainerType.DPO, normalize_preference_row, _train_dpo, DPO_METRICS
+    ),
+    (TrainerType.ORPO, Modality.TEXT): Recipe(
+        TrainerType.ORPO, normalize_preference_row, _train_orpo, ORPO_METRICS
+    ),
+    (TrainerType.GRPO, Modality.TEXT): Recipe(
+        TrainerType.GRPO,
+        prompt_row_normalizer(None),
+        _train_grpo,
+        GRPO_METRICS,
+        configure_rows=_grpo_rows,
+    ),
 }
 
 

@@ -1,7 +1,9 @@
-"""Supervised fine-tuning with TRL's SFTTrainer: LoRA, QLoRA or full, on text rows.
+"""Supervised fine-tuning with TRL's SFTTrainer: LoRA, QLoRA or full, on text or image rows.
 
 Loss is on assistant turns (conversations) or completions (prompt/completion
 rows), so the model learns to answer and to end its turn, not to echo prompts.
+Vision rows go through the model's processor (images to pixel values, each
+image placeholder expanded to the image's soft tokens) batch by batch.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ import logging
 from typing import Any
 
 from trainer.data import RowFormat
-from trainer.errors import OutOfMemoryError
-from trainer.hardware import wants_gradient_checkpointing
-from trainer.metrics import evaluation_metrics
+from trainer.metrics import SFT_METRICS
 from trainer.recipes import TrainingOutcome, TrainingRun
-from tuning.jobs import Metrics
+from trainer.training import checkpointing_wanted, common_arguments, train_and_measure
 
 logger = logging.getLogger(__name__)
 
@@ -23,42 +23,19 @@ def sft_config(run: TrainingRun, *, assistant_only_loss: bool, gradient_checkpoi
     """SFTConfig from the job's hyperparameters, the batching plan and the hardware."""
     from trl import SFTConfig
 
-    hp = run.config.hyperparameters
-    eval_config = run.config.eval_config if run.evaluate else None
     plan = run.batching
+    vision = run.processor is not None
     return SFTConfig(
-        output_dir=str(run.output_dir),
-        per_device_train_batch_size=plan.per_device_batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        num_train_epochs=hp.epochs,
-        max_steps=hp.max_steps,
-        learning_rate=hp.learning_rate,
-        lr_scheduler_type=hp.lr_scheduler_type.value,
-        warmup_steps=hp.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=hp.weight_decay,
-        seed=hp.seed,
-        data_seed=hp.seed,
-        logging_strategy="steps",
-        logging_steps=hp.logging_steps,
-        save_strategy=hp.save_strategy.value,
-        save_steps=hp.save_steps,
-        save_total_limit=1,  # every checkpoint is in GCS; the local disk is memory on Cloud Run
-        eval_strategy=eval_config.eval_strategy.value if eval_config else "no",
-        eval_steps=eval_config.eval_steps if eval_config else None,
-        bf16=run.hardware.cuda and run.hardware.bf16,
-        fp16=False,
-        gradient_checkpointing=gradient_checkpointing,
-        max_length=hp.max_seq_length,
-        packing=plan.packing,
+        **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
+        max_length=run.config.hyperparameters.max_seq_length,
+        packing=plan.packing,  # never for image rows (the pipeline plans them unpacked)
         packing_strategy="bfd",
         eval_packing=plan.eval_packing,
-        train_sampling_strategy="group_by_length" if plan.group_by_length else "random",
+        # Image rows are tokenized batch by batch, so there are no lengths to group by.
+        train_sampling_strategy="group_by_length"
+        if plan.group_by_length and not vision
+        else "random",
         assistant_only_loss=assistant_only_loss,
-        report_to=run.report_to or "none",
-        run_name=run.run_name,
-        disable_tqdm=True,
-        use_cpu=not run.hardware.cuda,
     )
 
 
@@ -74,18 +51,11 @@ def assistant_masks_supported(tokenizer: Any) -> bool:
 
 
 def train_sft(run: TrainingRun) -> TrainingOutcome:
-    import torch
-    from datasets import Dataset
-    from transformers import PrinterCallback
-
     from trainer.evaluation import TokenMetricsSFTTrainer
-    from trainer.modeling import load_model, lora_config, parameter_count
+    from trainer.modeling import prepare_model
 
-    config = run.config
-    model = load_model(
-        run.model_dir, method=config.method, hardware=run.hardware, attention=run.attention
-    )
-    assistant_only = run.splits.row_format is RowFormat.MESSAGES
+    model, peft_config = prepare_model(run)
+    assistant_only = run.splits.row_format in (RowFormat.MESSAGES, RowFormat.VISION_MESSAGES)
     if assistant_only and not assistant_masks_supported(run.tokenizer):
         assistant_only = False
         run.warn(
@@ -95,67 +65,26 @@ def train_sft(run: TrainingRun) -> TrainingOutcome:
     args = sft_config(
         run,
         assistant_only_loss=assistant_only,
-        gradient_checkpointing=wants_gradient_checkpointing(run.hardware, parameter_count(model)),
+        gradient_checkpointing=checkpointing_wanted(run, model),
     )
     trainer = TokenMetricsSFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(run.splits.train),
-        eval_dataset=Dataset.from_list(run.splits.eval)
-        if run.evaluate and run.splits.eval
-        else None,
-        processing_class=run.tokenizer,
-        peft_config=lora_config(config.hyperparameters) if config.method.uses_adapter else None,
+        train_dataset=_dataset(run.splits.train, run),
+        eval_dataset=_dataset(run.splits.eval, run) if run.evaluate and run.splits.eval else None,
+        processing_class=run.processing_class,
+        peft_config=peft_config,
         callbacks=run.callbacks,
     )
-    # With tqdm off the Trainer prints every log dict to stdout; progress goes out as events.
-    trainer.remove_callback(PrinterCallback)
     logger.info("batching: %s", run.batching.reason)
-    try:
-        result = trainer.train(
-            resume_from_checkpoint=str(run.resume_from) if run.resume_from else None
-        )
-        if run.evaluate and _last_evaluated_step(trainer) != trainer.state.global_step:
-            trainer.evaluate()  # the job's final metrics describe the final weights
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(
-            "the accelerator ran out of memory: lower batch_size or max_seq_length, or use QLoRA"
-        ) from None
-    return TrainingOutcome(
-        trainer=trainer,
-        model=trainer.model,
-        global_step=trainer.state.global_step,
-        metrics=_final_metrics(trainer, result, with_accuracy=_accuracy_wanted(run)),
-    )
+    return train_and_measure(trainer, run, SFT_METRICS)
 
 
-def _accuracy_wanted(run: TrainingRun) -> bool:
-    return run.config.eval_config is None or run.config.eval_config.compute_eval_metrics
+def _dataset(rows: list[dict[str, Any]], run: TrainingRun) -> Any:
+    from datasets import Dataset
 
+    if run.splits.row_format is not RowFormat.VISION_MESSAGES:
+        return Dataset.from_list(rows)
+    from trainer.images import image_dataset
 
-def _last_evaluated_step(trainer: Any) -> int | None:
-    steps = [entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry]
-    return steps[-1] if steps else None
-
-
-def _final_metrics(trainer: Any, result: Any, *, with_accuracy: bool) -> Metrics:
-    history = trainer.state.log_history
-    evaluations = [entry for entry in history if "eval_loss" in entry]
-    base = (
-        evaluation_metrics(
-            evaluations[-1], step=evaluations[-1]["step"], with_accuracy=with_accuracy
-        )
-        if evaluations
-        else Metrics(step=trainer.state.global_step)
-    )
-    runtime = result.metrics.get("train_runtime")
-    # TRL's `num_tokens` counts the non-padding tokens this process trained on.
-    tokens = next((e["num_tokens"] for e in reversed(history) if "num_tokens" in e), None)
-    return base.model_copy(
-        update={
-            "train_loss": result.training_loss,
-            "train_runtime": runtime,
-            "tokens_per_second": tokens / runtime if tokens and runtime else None,
-            "step": trainer.state.global_step,
-        }
-    )
+    return image_dataset(rows)

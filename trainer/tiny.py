@@ -1,6 +1,6 @@
 """Tiny Gemma models for tests and the local demo, built offline in about a second.
 
-    python -m trainer.tiny --out .local/tiny-gemma3 [--family gemma2] [--seed 0]
+    python -m trainer.tiny --out .local/tiny-gemma3 [--family gemma2|gemma3-vision] [--seed 0]
 
 The tokenizer is a real sentencepiece BPE model (with byte fallback) trained on
 generated text, with Gemma's special tokens at Gemma's ids for pad/eos/bos/unk,
@@ -8,17 +8,25 @@ the turn markers as special added tokens, and the Gemma chat template. The
 snapshot has what a Hub Gemma has: config.json, generation_config.json,
 model.safetensors, tokenizer.model, tokenizer.json, tokenizer_config.json and
 chat_template.jinja.
+
+`gemma3-vision` is a Gemma3ForConditionalGeneration with a one-layer SigLIP tower on 32x32
+images (4 patches of 8 px pooled to 4 soft tokens per image) and the processor a Hub Gemma 3
+has (processor_config.json with the PIL image processor, so no torchvision is needed; the
+tokenizer knows <image_soft_token> and the image markers). `llama_cpp_layers` lays out the
+text model's attention as llama.cpp assumes for Gemma 3 (every sixth layer global), which GGUF
+export requires.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("gemma3", "gemma2")
+FAMILIES = ("gemma3", "gemma2", "gemma3-vision")
 # After <pad>=0, <eos>=1, <bos>=2, <unk>=3 (Gemma's order), in this order.
 SPECIAL_PIECES = [
     "<mask>",
@@ -28,6 +36,10 @@ SPECIAL_PIECES = [
     "<end_of_image>",
 ]
 END_OF_TURN = "<end_of_turn>"
+IMAGE_TOKEN = "<image_soft_token>"  # added after the vocabulary, as Hub Gemma 3 has it
+BEGIN_IMAGE, END_IMAGE = "<start_of_image>", "<end_of_image>"
+IMAGE_SIZE = 32
+IMAGE_TOKENS = 4  # soft tokens per image: the 4x4 patch grid average-pooled to 2x2
 VOCAB_SIZE = 1024
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 _COMMON = ["the", "a", "is", "of", "and", "to", "what", "which", "colour", "answer", "yes", "no"]
@@ -130,7 +142,7 @@ def build_tokenizer(directory: Path, *, family: str, seed: int = 0) -> Any:
     return tokenizer
 
 
-def model_config(family: str, tokenizer: Any) -> Any:
+def model_config(family: str, tokenizer: Any, *, llama_cpp_layers: bool = False) -> Any:
     """Hidden 64, 2 layers: one sliding-window and one global attention layer, like Gemma."""
     from transformers import Gemma2Config, Gemma3TextConfig
 
@@ -149,27 +161,118 @@ def model_config(family: str, tokenizer: Any) -> Any:
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)],
     }
+    if family == "gemma2":
+        return Gemma2Config(**common)
+    # llama.cpp makes every sixth Gemma 3 layer global; two layers are then both sliding.
+    layer_types = ["sliding_attention"] * 2 if llama_cpp_layers else None
+    text = Gemma3TextConfig(
+        **common, layer_types=layer_types or ["sliding_attention", "full_attention"]
+    )
     if family == "gemma3":
-        return Gemma3TextConfig(**common, layer_types=["sliding_attention", "full_attention"])
-    return Gemma2Config(**common)
+        return text
+    return vision_config(text, tokenizer)
 
 
-def build_tiny_gemma(out: Path | str, *, family: str = "gemma3", seed: int = 0) -> Path:
-    """Build a tiny Gemma 3 (text) or Gemma 2 snapshot in `out` and return its path."""
+def vision_config(text: Any, tokenizer: Any) -> Any:
+    """Gemma 3 multimodal: the tiny text model and a one-layer SigLIP tower on 32 px images."""
+    from transformers import Gemma3Config, SiglipVisionConfig
+
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        vision_use_head=False,  # Gemma 3 reads the patch embeddings, not SigLIP's pooled head
+    )
+    # Repeated at the top level, where Hub Gemma 3 configs have them too.
+    special_tokens: dict[str, Any] = {
+        "pad_token_id": text.pad_token_id,
+        "bos_token_id": text.bos_token_id,
+        "eos_token_id": text.eos_token_id,
+    }
+    return Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=IMAGE_TOKENS,
+        boi_token_index=tokenizer.convert_tokens_to_ids(BEGIN_IMAGE),
+        eoi_token_index=tokenizer.convert_tokens_to_ids(END_IMAGE),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        **special_tokens,
+    )
+
+
+def add_image_tokens(directory: Path) -> Any:
+    """Give the saved tokenizer Gemma 3's image tokens and names, and return it reloaded."""
+    from transformers import AddedToken, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.add_special_tokens(
+        {"extra_special_tokens": [AddedToken(IMAGE_TOKEN, special=True, normalized=False)]},
+        replace_extra_special_tokens=False,
+    )
+    tokenizer.save_pretrained(directory)
+    # The processor finds its tokens by these names, as in a Hub Gemma 3 tokenizer_config.json.
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.update(boi_token=BEGIN_IMAGE, eoi_token=END_IMAGE, image_token=IMAGE_TOKEN)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    from trainer.tokenizer_files import complete_tokenizer_files
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    complete_tokenizer_files(directory, source=None, tokenizer=tokenizer)
+    return tokenizer
+
+
+def save_processor(directory: Path, tokenizer: Any) -> None:
+    """processor_config.json as a Hub Gemma 3 has it, with the PIL image processor."""
+    from transformers import Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    image_processor = Gemma3ImageProcessorPil(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_pan_and_scan=False
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+        image_seq_length=IMAGE_TOKENS,
+    )
+    processor.save_pretrained(directory)
+
+
+def build_tiny_gemma(
+    out: Path | str, *, family: str = "gemma3", seed: int = 0, llama_cpp_layers: bool = False
+) -> Path:
+    """Build a tiny Gemma 3 (text or vision) or Gemma 2 snapshot in `out`; return its path."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
     directory = Path(out)
-    tokenizer = build_tokenizer(directory, family=family, seed=seed)
-    config = model_config(family, tokenizer)
+    vision = family == "gemma3-vision"
+    tokenizer = build_tokenizer(
+        directory, family="gemma2" if family == "gemma2" else "gemma3", seed=seed
+    )
+    if vision:
+        tokenizer = add_image_tokens(directory)
+        save_processor(directory, tokenizer)
+    config = model_config(family, tokenizer, llama_cpp_layers=llama_cpp_layers)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    model = model_class.from_config(config)
+    if vision:
+        # Initialized to zeros, the projection would hide every image from the language model
+        # (and the vision tower would never get a gradient); a trained Gemma 3 has real values.
+        with torch.no_grad():
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.05)
+    text = config.get_text_config()
     model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
     )
     model.save_pretrained(directory)
     return directory
@@ -180,8 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="directory to write")
     parser.add_argument("--family", choices=FAMILIES, default="gemma3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--llama-cpp-layers",
+        action="store_true",
+        help="every sixth layer global, as llama.cpp assumes (needed for GGUF export)",
+    )
     args = parser.parse_args(argv)
-    path = build_tiny_gemma(args.out, family=args.family, seed=args.seed)
+    path = build_tiny_gemma(
+        args.out, family=args.family, seed=args.seed, llama_cpp_layers=args.llama_cpp_layers
+    )
     print(path)
     return 0
 

@@ -141,7 +141,9 @@ class Hyperparameters(Contract):
     lora_alpha: int = Field(16, ge=1, le=4096)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     seed: int = Field(42, ge=0, le=2**31 - 1)
-    beta: float = Field(0.1, gt=0, le=100, description="DPO/ORPO preference strength.")
+    beta: float = Field(
+        0.1, gt=0, le=100, description="DPO/ORPO preference strength; GRPO KL coefficient."
+    )
     max_prompt_length: int = Field(512, ge=8, le=131072, description="DPO/ORPO/GRPO prompts.")
     num_generations: int = Field(4, ge=2, le=64, description="GRPO completions per prompt.")
     max_completion_length: int = Field(256, ge=1, le=32768, description="GRPO completions.")

@@ -34,6 +34,27 @@ def tiny_gemma2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_gemma(tmp_path_factory.mktemp("models") / "tiny-gemma2", family="gemma2")
 
 
+@pytest.fixture(scope="session")
+def tiny_gemma3_vision(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.tiny import build_tiny_gemma
+
+    return build_tiny_gemma(
+        tmp_path_factory.mktemp("models") / "tiny-gemma3-vision", family="gemma3-vision"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Gemma 3 with llama.cpp's layer layout, which GGUF export requires."""
+    from trainer.tiny import build_tiny_gemma
+
+    return build_tiny_gemma(
+        tmp_path_factory.mktemp("models") / "tiny-gemma3-gguf",
+        family="gemma3",
+        llama_cpp_layers=True,
+    )
+
+
 @pytest.fixture
 def stack(emulators: dict[str, str], unique: str, tmp_path: Path) -> TrainerStack:
     return TrainerStack(

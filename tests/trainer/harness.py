@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -41,6 +42,44 @@ def colour_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+IMAGE_COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+def png(colour: str, seed: int = 0) -> bytes:
+    """A 32x32 PNG of one colour with a little noise, so no two images are the same."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (32, 32), IMAGE_COLOURS[colour])
+    for _ in range(20):
+        image.putpixel((rng.randrange(32), rng.randrange(32)), (128, 128, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def vision_row(colour: str, image: Any) -> dict[str, Any]:
+    return {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": "What colour is this?"}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": f"It is {colour}."}]},
+        ],
+        "images": [image],
+    }
+
+
+def to_parquet(rows: list[dict[str, Any]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
 
 
 def base_request() -> dict[str, Any]:

@@ -92,3 +92,34 @@ def test_evaluation_reports_perplexity_as_exp_of_eval_loss() -> None:
         3,
     )
     assert metrics.perplexity == math.exp(2.0)
+
+
+def test_method_metrics_go_out_with_progress_and_evaluations_carry_both() -> None:
+    from trainer.metrics import DPO_METRICS
+
+    reporter, clock, state = RecordingReporter(), Clock(), State()
+    callback = LifecycleEventsCallback(
+        reporter,
+        min_interval_seconds=30,
+        wandb_url=None,
+        dataset_stats=None,
+        metrics_plan=DPO_METRICS,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    callback.on_train_begin(None, state, None)
+
+    for step, margin in [(1, 0.1), (2, 0.2)]:  # step 2 falls inside the interval: not sent
+        clock.now += 10
+        state.global_step = step
+        callback.on_log(None, state, None, logs={"loss": 0.6, "rewards/margins": margin})
+    callback.on_evaluate(None, state, None, metrics={"eval_loss": 0.5, "eval_rewards/margins": 0.4})
+    clock.now += 60
+    state.global_step = 3
+    callback.on_log(None, state, None, logs={"loss": 0.4, "rewards/margins": 0.3})
+
+    reported = [metrics for kind, metrics in reporter.calls if kind == "evaluation"]
+    assert [(m.step, m.rewards_margins) for m in reported] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    after_evaluation = reported[1].model_dump()
+    assert after_evaluation["eval_rewards_margins"] == 0.4
+    assert after_evaluation["perplexity"] is None  # a DPO loss has no perplexity
+    assert reported[2].eval_loss == 0.5  # the latest evaluation, carried with step 3's figures

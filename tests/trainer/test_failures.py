@@ -74,10 +74,28 @@ def test_broken_row_fails_fast_as_a_user_error_without_retry(stack: TrainerStack
     assert "train" in error.message
 
 
-def test_unsupported_trainer_type_fails_once_without_retry(stack: TrainerStack) -> None:
+def test_dpo_on_sft_rows_fails_before_the_model_naming_the_field(stack: TrainerStack) -> None:
+    # The model does not exist: had it been looked at before the rows, that would be the error.
     request = request_for(stack, f"gs://{stack.models_bucket}/base_models/x/", colour_rows(4))
     request["training_config"]["trainer_type"] = "dpo"
-    request["training_config"]["hyperparameters"]["max_seq_length"] = 1024
+    request["training_config"]["hyperparameters"]["max_prompt_length"] = 64
+    job_id = stack.submit(request)
+
+    code = main(settings=stack.settings(job_id), services=stack.services(job_id))
+
+    events = stack.pull_events(job_id)
+    assert code == 0
+    assert [e.type for e in events] == [EventType.PREPARING, EventType.FAILED]
+    error = events[-1].payload.error
+    assert error.type is ErrorType.USER and error.code == "invalid_dataset"
+    assert "row 0, field 'prompt'" in error.message
+    assert "'messages': an SFT row" in error.message
+
+
+def test_unsupported_combination_fails_once_without_retry(stack: TrainerStack) -> None:
+    request = request_for(stack, f"gs://{stack.models_bucket}/base_models/x/", colour_rows(4))
+    request["training_config"].update(trainer_type="dpo", modality="vision")
+    request["training_config"]["hyperparameters"]["max_prompt_length"] = 64
     job_id = stack.submit(request)
 
     code = main(settings=stack.settings(job_id), services=stack.services(job_id))
@@ -85,8 +103,9 @@ def test_unsupported_trainer_type_fails_once_without_retry(stack: TrainerStack) 
     events = stack.pull_events(job_id)
     assert code == 0
     assert isinstance(events[-1], FailedEvent)
-    assert events[-1].payload.error.code == "unsupported"
-    assert "dpo" in events[-1].payload.error.message
+    error = events[-1].payload.error
+    assert error.code == "unsupported" and error.type is ErrorType.SYSTEM
+    assert "'dpo' with modality 'vision'" in error.message
     assert EventType.TRAINING not in [e.type for e in events]
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer.harness import png
+
 
 @pytest.mark.parametrize("fixture", ["tiny_gemma3", "tiny_gemma2"])
 def test_snapshot_looks_like_a_hub_gemma(fixture: str, request: pytest.FixtureRequest) -> None:
@@ -44,3 +46,34 @@ def test_command_builds_a_snapshot(tmp_path: Path) -> None:
 
     assert main(["--out", str(tmp_path / "m"), "--family", "gemma2"]) == 0
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "gemma2"
+
+
+def test_vision_snapshot_has_a_siglip_tower_and_a_torchvision_free_processor(
+    tiny_gemma3_vision: Path,
+) -> None:
+    import io
+
+    from PIL import Image
+    from transformers import AutoConfig, AutoProcessor
+
+    config = AutoConfig.from_pretrained(tiny_gemma3_vision)
+    processor = AutoProcessor.from_pretrained(tiny_gemma3_vision)
+    image = Image.open(io.BytesIO(png("blue")))
+    inputs = processor(text=["<start_of_image> colour?"], images=[[image]], return_tensors="pt")
+    image_token = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+
+    assert (
+        config.model_type == "gemma3" and config.vision_config.model_type == "siglip_vision_model"
+    )
+    assert "processor_config.json" in {p.name for p in tiny_gemma3_vision.iterdir()}
+    assert type(processor.image_processor).__name__ == "Gemma3ImageProcessorPil"
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    assert int((inputs["input_ids"] == image_token).sum()) == config.mm_tokens_per_image == 4
+
+
+def test_llama_cpp_layout_makes_every_layer_sliding_in_two(tmp_path: Path) -> None:
+    from trainer.tiny import main
+
+    assert main(["--out", str(tmp_path / "m"), "--llama-cpp-layers"]) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["layer_types"] == ["sliding_attention", "sliding_attention"]

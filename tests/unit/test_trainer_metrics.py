@@ -18,7 +18,16 @@ from trainer.hardware import (
     compute_dtype_name,
     wants_gradient_checkpointing,
 )
-from trainer.metrics import TokenCounts, evaluation_metrics, perplexity
+from trainer.metrics import (
+    DPO_METRICS,
+    GRPO_METRICS,
+    SFT_METRICS,
+    TokenCounts,
+    evaluation_metrics,
+    final_metrics,
+    method_metrics,
+    perplexity,
+)
 from trainer.recipes import evaluation_enabled, recipe_for
 from tuning.spec import TrainingConfig
 
@@ -122,15 +131,72 @@ def config(**changes: object) -> TrainingConfig:
     return TrainingConfig.model_validate({"base_model_id": "google/gemma-3-1b-it", **changes})
 
 
-def test_registry_runs_text_sft_and_names_what_it_cannot() -> None:
+def test_registry_runs_every_trainer_type_and_names_what_it_cannot() -> None:
+    vision = {"base_model_id": "google/gemma-3-4b-it", "modality": "vision"}
+    grpo = {"trainer_type": "grpo", "reward_config": {"functions": ["format"]}}
+
     assert recipe_for(config()).trainer_type.value == "sft"
-    with pytest.raises(UnsupportedError, match=r"'grpo'.*supported: sft/text"):
-        recipe_for(config(trainer_type="grpo", reward_config={"functions": ["format"]}))
-    with pytest.raises(UnsupportedError, match="vision"):
-        recipe_for(config(base_model_id="google/gemma-3-4b-it", modality="vision"))
+    assert recipe_for(config(**vision)).trainer_type.value == "sft"
+    for trainer_type in ("dpo", "orpo"):
+        assert recipe_for(config(trainer_type=trainer_type)).trainer_type.value == trainer_type
+    assert recipe_for(config(**grpo)).trainer_type.value == "grpo"
+    with pytest.raises(UnsupportedError, match=r"'dpo' with modality 'vision'.*sft/vision"):
+        recipe_for(config(trainer_type="dpo", **vision))
 
 
 def test_evaluation_is_on_only_with_a_strategy() -> None:
     assert not evaluation_enabled(config())
     assert not evaluation_enabled(config(eval_config={"eval_strategy": "no"}))
     assert evaluation_enabled(config(eval_config={"eval_strategy": "epoch"}))
+
+
+def test_method_metrics_are_read_by_key_or_prefix_and_renamed() -> None:
+    logs = {
+        "loss": 0.5,
+        "rewards/margins": 0.25,
+        "rewards/format/mean": 1.0,
+        "eval_rewards/margins": 0.5,
+        "reward": 2.0,
+        "kl": float("nan"),
+        "learning_rate": 1e-4,
+    }
+
+    assert method_metrics(logs, DPO_METRICS.method_keys) == {"rewards_margins": 0.25}
+    assert method_metrics(logs, GRPO_METRICS.method_keys) == {
+        "rewards_margins": 0.25,
+        "rewards_format_mean": 1.0,
+        "reward": 2.0,  # kl is NaN: left out rather than reported as a number
+    }
+    assert method_metrics(logs, DPO_METRICS.method_keys, prefix="eval_") == {
+        "eval_rewards_margins": 0.5
+    }
+
+
+def test_a_preference_loss_gets_no_perplexity_or_token_accuracy() -> None:
+    logged = {"eval_loss": 0.3, "eval_token_accuracy": 0.9, "eval_runtime": 1.0}
+
+    sft = evaluation_metrics(logged, step=2)
+    dpo = evaluation_metrics(logged, step=2, language_model=False)
+
+    assert sft.perplexity == pytest.approx(math.exp(0.3)) and sft.accuracy == 0.9
+    assert (dpo.eval_loss, dpo.perplexity, dpo.accuracy) == (0.3, None, None)
+
+
+def test_final_metrics_join_evaluation_training_totals_and_method_metrics() -> None:
+    history = [
+        {"loss": 0.7, "rewards/margins": 0.1, "num_tokens": 100, "step": 1},
+        {"eval_loss": 0.6, "eval_rewards/margins": 0.2, "eval_runtime": 0.5, "step": 1},
+        {"loss": 0.5, "rewards/margins": 0.3, "num_tokens": 300, "step": 2},
+        {"train_runtime": 3.0, "train_loss": 0.6, "step": 2},
+    ]
+
+    final = final_metrics(
+        history, step=2, training_loss=0.6, train_runtime=3.0, plan=DPO_METRICS
+    ).model_dump()
+    sft = final_metrics(history, step=2, training_loss=0.6, train_runtime=3.0, plan=SFT_METRICS)
+
+    assert final["step"] == 2 and final["eval_loss"] == 0.6 and final["perplexity"] is None
+    assert (final["rewards_margins"], final["eval_rewards_margins"]) == (0.3, 0.2)
+    assert final["tokens_per_second"] == 100.0 and final["train_loss"] == 0.6
+    assert sft.perplexity == pytest.approx(math.exp(0.6))
+    assert "rewards_margins" not in sft.model_dump()
