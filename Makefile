@@ -37,7 +37,7 @@ down:
 
 # The whole suite but the opt-in tiers (real models, GPU). Emulators start themselves.
 test: install
-	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not gpu and not reliability" $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ TIER_BY_FOLDER = {
     "trainer": "trainer",
     "e2e": "e2e",
     "terraform": "terraform",
+    "reliability": "reliability",
+    "slow": "slow",
 }
 
 
