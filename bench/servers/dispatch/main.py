@@ -1,0 +1,10 @@
+"""functions/dispatch/main.py, instrumented (see bench/servers/instrument.py)."""
+
+from bench.servers.instrument import log_deliveries, recording_launcher
+from functions.dispatch import main as dispatch
+
+if (launcher := recording_launcher()) is not None:
+    # Services reads its instance dict first, so this replaces the launcher it would build.
+    vars(dispatch.SERVICES)["launcher"] = launcher
+
+dispatch_training_request = log_deliveries("dispatch", dispatch.dispatch_training_request)
