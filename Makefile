@@ -35,9 +35,10 @@ up: install
 down:
 	@if [ -x $(PY) ]; then $(PY) -m tuning.local.stack down; fi
 
-# The whole suite but the opt-in tiers (real models, GPU). Emulators start themselves.
+# The whole suite but the opt-in tiers (real models, reliability); GPU tests show as skipped
+# on a machine without CUDA. Emulators start themselves.
 test: install
-	$(PY) -m pytest -m "not slow and not gpu and not reliability" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not reliability" $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
