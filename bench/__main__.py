@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, a table of ratios against baselines, bench/results/latest.json.
 
-    python -m bench                      # all of them (about 10 minutes on 2 cores)
+    python -m bench                      # all of them (6 to 10 minutes on 2 cores)
     python -m bench --only submit,cold   # some: submit, events, cold, trainer
     python -m bench --quick              # fewer repetitions, to check the harness
+                                         # (written to bench/results/quick.json)
 
 Speed figures are only ever compared with a baseline measured in the same run: the
 machines are shared, so absolute times say little and the ratios are the result.
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.report import Benchmark, print_table, write_results
+from bench.report import RESULTS, Benchmark, print_table, write_results
 
 NAMES = ("submit", "events", "cold", "trainer")
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         benchmarks = run_benchmarks(chosen, Path(folder), quick=args.quick)
     print()
     print_table(benchmarks)
-    path = write_results(benchmarks, *([args.out] if args.out else []))
+    out = args.out or (RESULTS.with_name("quick.json") if args.quick else RESULTS)
+    path = write_results(benchmarks, out)
     print(f"\nwritten: {path}")
     return 1 if any(b.error for b in benchmarks) else 0
 
@@ -50,30 +52,35 @@ def run_benchmarks(chosen: list[str], workdir: Path, *, quick: bool) -> list[Ben
     from bench import cold_start, event_path, submit_path, trainer_throughput
 
     scale = 0.2 if quick else 1.0
-    plans: dict[str, Callable[..., Benchmark]] = {
+    on_stack: dict[str, Callable[[Any], Benchmark]] = {
         "submit": lambda stack: submit_path.run(stack, requests=int(300 * scale)),
         "events": lambda stack: event_path.run(
             stack, submissions=int(40 * scale), jobs=40, events_per_job=max(2, int(10 * scale))
         ),
         "cold": lambda stack: cold_start.run(stack, rounds=2 if quick else 5),
-        "trainer": lambda _: trainer_throughput.run(
-            workdir / "trainer", rows=80 if quick else trainer_throughput.ROWS
-        ),
     }
     results = []
-    needs_stack = [name for name in chosen if name != "trainer"]
-    with _local_stack(workdir, needed=bool(needs_stack)) as stack:
-        for name in chosen:
-            print(f"running {name} ...", flush=True)
-            started = time.perf_counter()
-            try:
-                benchmark = plans[name](stack)
-            except Exception as error:  # one broken benchmark must not hide the others
-                traceback.print_exc()
-                benchmark = Benchmark(name, error=f"{type(error).__name__}: {error}")
-            benchmark.seconds = time.perf_counter() - started
-            results.append(benchmark)
+    wanted = [name for name in chosen if name in on_stack]
+    with _local_stack(workdir, needed=bool(wanted)) as stack:
+        results += [_measure(name, lambda name=name: on_stack[name](stack)) for name in wanted]
+    if "trainer" in chosen:  # after the stack is gone: the CPU is the trainer's alone
+        rows = 80 if quick else trainer_throughput.ROWS
+        results.append(
+            _measure("trainer", lambda: trainer_throughput.run(workdir / "trainer", rows))
+        )
     return results
+
+
+def _measure(name: str, benchmark: Callable[[], Benchmark]) -> Benchmark:
+    print(f"running {name} ...", flush=True)
+    started = time.perf_counter()
+    try:
+        result = benchmark()
+    except Exception as error:  # one broken benchmark must not hide the others
+        traceback.print_exc()
+        result = Benchmark(name, error=f"{type(error).__name__}: {error}")
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 @contextlib.contextmanager

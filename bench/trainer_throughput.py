@@ -17,10 +17,16 @@ The machine is shared, so the runs take turns: each variant is its own process
 (peak memory is its own), they start one after another (time to first optimizer
 step is uncontended), and then a coordinator lets them do one optimizer step at a
 time, round robin, so that background load falls on all of them alike. Real tokens
-are the non-padding tokens the model was fed (a forward pre-hook counts them).
+are the non-padding tokens the model was fed (a forward pre-hook counts them);
+throughput is the steady state, every step after the first (whose one-time set-up
+counts in the time to first optimizer step).
 A packed run also checks that packed examples do not see each other.
 
     python -m bench.trainer_throughput            # prints the figures as JSON
+    python -m bench.trainer_throughput --proposal # and a batching the pipeline does not have
+
+The proposal (not in trainer/): rows sorted by length into batches of 8, the batches
+in random order, so that padding all but vanishes while the order stays random.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-ROWS = 320  # 40 steps of 8: enough for every length to come up, and within the time budget
+ROWS = 600  # 75 steps of 8, as ENVIRONMENT.md measured; fewer rows make smaller length groups
 BATCH = 8
 MAX_LENGTH = 512
 SEED = 7
 VARIANTS = ("seed", "ours", "ours-packed")
+PROPOSAL = "proposal-sorted-batches"
 LORA = {"lora_rank": 16, "lora_alpha": 16, "lora_dropout": 0.05}  # the seed's defaults
 
 
@@ -161,7 +168,9 @@ class Meter:
         return {
             "optimizer_steps": len(self.steps),
             "real_tokens": real,
-            "real_tokens_per_second": real / seconds,
+            # Steady state: the first step (one-time set-up) is in seconds_to_first_step.
+            "real_tokens_per_second": (real - first["real"]) / (seconds - first["seconds"]),
+            "real_tokens_per_second_all_steps": real / seconds,
             "padding_fraction": 1 - real / fed,
             "seconds_training": seconds,
             # The first step's end, from the start of this run: load, tokenize, pack, step.
@@ -217,7 +226,14 @@ def run_seed(model_dir: Path, rows: list[dict[str, Any]], meter: Meter) -> Any:
     return trainer
 
 
-def run_ours(model_dir: Path, rows: list[dict[str, Any]], meter: Meter, *, packing: bool) -> Any:
+def run_ours(
+    model_dir: Path,
+    rows: list[dict[str, Any]],
+    meter: Meter,
+    *,
+    packing: bool,
+    sorted_batches: bool = False,
+) -> Any:
     """The pipeline's SFT path with the attention and batching it chooses on this machine."""
     from trainer.batching import plan_batching
     from trainer.data import DatasetSplits, RowFormat
@@ -269,8 +285,56 @@ def run_ours(model_dir: Path, rows: list[dict[str, Any]], meter: Meter, *, packi
         evaluate=False,
         callbacks=[meter.callback()],
     )
+    if sorted_batches:
+        trainer = train_with_sorted_batches(run)
+        trainer.batching_reason = f"proposal: length-sorted batches in random order; {attention}"
+        return trainer
     trainer = train_sft(run).trainer
     trainer.batching_reason = f"{batching.reason}; {attention} attention"
+    return trainer
+
+
+def train_with_sorted_batches(run: Any) -> Any:
+    """train_sft's trainer, but with batches of rows of near-equal length in random order."""
+    import torch
+    from datasets import Dataset
+
+    from trainer.evaluation import TokenMetricsSFTTrainer
+    from trainer.modeling import prepare_model
+    from trainer.sft import sft_config
+
+    class SortedBatches(torch.utils.data.Sampler[int]):
+        def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+            self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+
+        def __len__(self) -> int:
+            return len(self.lengths)
+
+        def __iter__(self) -> Any:
+            generator = torch.Generator().manual_seed(self.seed)
+            tie_breaks = torch.rand(len(self.lengths), generator=generator).tolist()
+            order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], tie_breaks[i]))
+            size = self.batch_size
+            batches = [order[i : i + size] for i in range(0, len(order), size)]
+            for b in torch.randperm(len(batches), generator=generator).tolist():
+                yield from batches[b]
+
+    class Trainer(TokenMetricsSFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return SortedBatches(lengths, self.args.train_batch_size, self.args.seed)
+
+    model, peft_config = prepare_model(run)
+    trainer = Trainer(
+        model=model,
+        args=sft_config(run, assistant_only_loss=True, gradient_checkpointing=False),
+        train_dataset=Dataset.from_list(run.splits.train),
+        processing_class=run.tokenizer,
+        peft_config=peft_config,
+        callbacks=run.callbacks,
+    )
+    trainer.train()
     return trainer
 
 
@@ -313,7 +377,13 @@ def run_variant(variant: str, model_dir: Path, data: Path, report: IO[str] | Non
         trainer = run_seed(model_dir, rows, meter)
         batching = "random batches padded to their longest row; eager attention"
     else:
-        trainer = run_ours(model_dir, rows, meter, packing=variant == "ours-packed")
+        trainer = run_ours(
+            model_dir,
+            rows,
+            meter,
+            packing=variant == "ours-packed",
+            sorted_batches=variant == PROPOSAL,
+        )
         batching = trainer.batching_reason
     figures = {"batching": batching, **meter.figures()}
     if variant == "ours-packed":
@@ -324,13 +394,13 @@ def run_variant(variant: str, model_dir: Path, data: Path, report: IO[str] | Non
 # The comparison ----------------------------------------------------------------------------
 
 
-def measure(workdir: Path, rows: int = ROWS) -> dict[str, Any]:
+def measure(workdir: Path, rows: int = ROWS, variants: tuple[str, ...] = VARIANTS) -> dict:
     """Every variant in its own process, started one by one, then stepping in turns."""
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(workdir / "model")
     data = workdir / "rows.json"
     data.write_text(json.dumps(chat_rows(rows)))
-    runs = {variant: _start(variant, model_dir, data, workdir) for variant in VARIANTS}
+    runs = {variant: _start(variant, model_dir, data, workdir) for variant in variants}
     active = list(runs.values())
     while active:  # round robin: one optimizer step each
         for run in list(active):
@@ -456,7 +526,8 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--variant", choices=VARIANTS, help="run one variant (the coordinator's)")
+    parser.add_argument("--variant", choices=[*VARIANTS, PROPOSAL], help=argparse.SUPPRESS)
+    parser.add_argument("--proposal", action="store_true", help="measure the proposal too")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
@@ -469,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = run_variant(args.variant, args.model, args.data, report)
         args.out.write_text(json.dumps(figures, indent=2))
         return 0
-    print(json.dumps(measure(args.workdir, args.rows), indent=2))
+    variants = (*VARIANTS, PROPOSAL) if args.proposal else VARIANTS
+    print(json.dumps(measure(args.workdir, args.rows, variants), indent=2))
     return 0
 
 

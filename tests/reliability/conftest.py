@@ -13,26 +13,11 @@ import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.stack import Stack
-
-MARKER = "reliability"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here too, so that the folder runs under --strict-markers on its own.
-    config.addinivalue_line("markers", f"{MARKER}: load, faults and bad input on the local stack")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(MARKER)
 
 
 @dataclass

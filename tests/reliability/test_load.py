@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import requests
 
@@ -23,10 +24,11 @@ SUBMISSIONS = 200
 CALLERS = [f"load-{n}@example.com" for n in range(5)]
 
 
-def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(start_stack, ledger):
+def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(
+    start_stack: Any, ledger: Ledger
+) -> None:
     stack: Stack = start_stack(functions=("submit", "dispatch", "on_job_event"))
-    ledger_: Ledger = ledger
-    bodies = [train_request(ledger_, job_name=f"load {n}") for n in range(SUBMISSIONS)]
+    bodies = [train_request(ledger, job_name=f"load {n}") for n in range(SUBMISSIONS)]
     barrier = threading.Barrier(SUBMISSIONS)
 
     def submit(number: int) -> requests.Response:
@@ -41,9 +43,9 @@ def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(start_
 
     with ThreadPoolExecutor(max_workers=SUBMISSIONS) as pool:
         answers = list(pool.map(submit, range(SUBMISSIONS)))
-    ledger_.add("requests sent", SUBMISSIONS)
+    ledger.add("requests sent", SUBMISSIONS)
     submitted = [answer.json()["job_id"] for answer in answers if answer.status_code == 202]
-    ledger_.add("jobs created", len(set(submitted)))
+    ledger.add("jobs created", len(set(submitted)))
 
     def all_launched() -> list[dict[str, str]] | None:
         launches = [entry for entry in stack.launches() if "job_id" in entry]
@@ -56,8 +58,8 @@ def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(start_
     launched = Counter(entry["job_id"] for entry in launches if "job_id" in entry)
     records = all_jobs(stack)
     lost = [job_id for job_id in submitted if job_id not in records]
-    ledger_.add("jobs lost", len(lost))
-    ledger_.add("duplicates delivered", redeliveries(stack.deliveries("dispatch")))
+    ledger.add("jobs lost", len(lost))
+    ledger.add("duplicates delivered", redeliveries(stack.deliveries("dispatch")))
 
     assert Counter(answer.status_code for answer in answers) == {202: SUBMISSIONS}
     assert len(set(submitted)) == SUBMISSIONS

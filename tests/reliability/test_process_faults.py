@@ -17,6 +17,7 @@ none may be non-terminal one reconcile period after its execution ended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -45,6 +46,7 @@ from tuning.local.demo import demo_dataset_splits, demo_request
 
 STALE_SECONDS = 3  # RECONCILE_STALE_SECONDS: reconcile acts this long after an execution ended
 RECONCILE_PERIOD = 2.0
+REAL_STEPS = 16
 rng = random.Random(int(os.environ.get("RELIABILITY_SEED", "11")))
 # What a failed job's error must say: how its execution ended.
 CAUSES = ("killed by SIGKILL", "stopped unexpectedly")
@@ -70,7 +72,9 @@ class Reconciler:
     def loop(self) -> None:
         while not self.stopped.wait(RECONCILE_PERIOD):
             for stack in self.stacks:
-                requests.post(stack.url("reconcile", "/"), timeout=60)
+                # A failed call is retried at the next period, as Cloud Scheduler would.
+                with contextlib.suppress(requests.RequestException):
+                    requests.post(stack.url("reconcile", "/"), timeout=60)
 
     def __enter__(self) -> Reconciler:
         self.thread.start()
@@ -113,7 +117,7 @@ def real_request(stack: Stack, ledger: Ledger) -> dict[str, Any]:
     request["hf_token"] = ledger.token("hf_")
     config = request["training_config"]
     config["hyperparameters"].update(
-        {"max_steps": 10, "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
+        {"max_steps": REAL_STEPS, "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
     )
     config["eval_config"] = {"eval_strategy": "no"}
     config["export_config"] = {"format": "adapter", "destination": "gcs"}
@@ -170,7 +174,7 @@ def at_random_step(stack: Stack, job_id: str, steps: int) -> Any:
     checkpoints = stack.settings.layout.checkpoints_prefix(job_id)
 
     def moment(attempt: int) -> None:
-        target = rng.randint(3, steps - 1)
+        target = rng.randint(3, steps - 4)  # a margin: the kill must come before the end
 
         def reached() -> bool:
             progress = stack.services.jobs.get(job_id).progress
@@ -227,7 +231,7 @@ def test_killed_trainers_end_completed_or_failed_with_the_cause(
         for plan in fake_plans
     ]
     fake_runs[-1].whole_execution = True
-    moments = [at_random_step(real_stack, run.job_id, 10) for run in real_runs]
+    moments = [at_random_step(real_stack, run.job_id, REAL_STEPS) for run in real_runs]
 
     with Reconciler([real_stack, fake_stack]), ThreadPoolExecutor(max_workers=8) as pool:
         faults = [
