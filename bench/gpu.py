@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak, if not known")
-    parser.add_argument("--variant-timeout", type=float, default=150)
+    parser.add_argument("--variant-timeout", type=float, default=120)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # run one variant (in a subprocess)
     args = parser.parse_args(argv)
@@ -222,18 +222,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_variant(args.one, args)))
         return 0
-    results = {"environment": environment(), "batch": args.batch, "seq_len": args.seq_len}
+    results: dict[str, Any] = {
+        "environment": environment(),
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "variants": [],
+    }
+    out = args.out or Path(os.environ.get("OUT") or "bench/results") / "gpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     given = sys.argv[1:] if argv is None else argv
-    rows = [run_in_subprocess(variant, given, args) for variant in args.variants.split(",")]
-    baseline = next((r for r in rows if r["variant"] == "eager" and "tokens_per_second" in r), None)
-    for row in rows:
+    baseline = None
+    for variant in args.variants.split(","):
+        row = run_in_subprocess(variant, given, args)
+        if variant == "eager" and "tokens_per_second" in row:
+            baseline = row
         if baseline and "tokens_per_second" in row:
             row["speed_vs_eager"] = row["tokens_per_second"] / baseline["tokens_per_second"]
         print(summary(row), flush=True)
-    results["variants"] = rows
-    out = args.out or Path(os.environ.get("OUT") or "bench/results") / "gpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+        results["variants"].append(row)
+        # Written after every variant: an outer time limit still leaves what was measured.
+        out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {out}")
     return 0
 

@@ -463,7 +463,9 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
     """The comparison as a bench table: each of our two plans against the seed's."""
     from bench.report import Benchmark, Comparison
 
+    load_before = os.getloadavg()[0]
     results = measure(workdir, rows)
+    load_after = os.getloadavg()[0]
     seed = results["seed"]
     benchmark = Benchmark("trainer throughput")
     for variant, plan in (("ours", "packing: false"), ("ours-packed", "packing: true")):
@@ -513,6 +515,8 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
             isolation["examples_checked"],
             isolation["control_without_position_ids"],
         ),
+        f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} "
+        "cores: other tenants' load slows the packed run (8 small micro-batches a step) more",
         "{} rows, one epoch: optimizer steps seed {}, ours {} and {}".format(
             rows,
             seed["optimizer_steps"],

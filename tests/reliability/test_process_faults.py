@@ -101,7 +101,12 @@ def real_stack(start_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     stack = fault_stack(start_stack, LOCAL_TRAINER_COMMAND=f"{sys.executable} -m trainer")
     model = tmp_path_factory.mktemp("tiny-gemma3")
     # A subprocess: the test process does not need torch.
-    subprocess.run([sys.executable, "-m", "trainer.tiny", "--out", str(model)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "trainer.tiny", "--out", str(model)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     settings = stack.settings
     stack.services.storage.upload_dir(model, f"gs://{settings.models_bucket}/base/tiny/")
     for split, rows in demo_dataset_splits().items():

@@ -16,12 +16,12 @@ from google.cloud import firestore, pubsub_v1, storage  # noqa: F401 - imported 
 
 
 @functions_framework.http
-def bare_http(request):  # type: ignore[no-untyped-def]
+def bare_http(request):
     return {"status": "ok"}
 
 
 @functions_framework.cloud_event
-def bare_cloud_event(cloud_event):  # type: ignore[no-untyped-def]
+def bare_cloud_event(cloud_event):
     if os.environ.get("BARE_RECORD_FILE"):  # the no-op consumer of bench/event_path.py
         message_id = cloud_event.data["message"]["messageId"]
         with open(os.environ["BARE_RECORD_FILE"], "a") as record:
@@ -29,14 +29,14 @@ def bare_cloud_event(cloud_event):  # type: ignore[no-untyped-def]
 
 
 @functions_framework.cloud_event
-def bare_claim(cloud_event):  # type: ignore[no-untyped-def]
+def bare_claim(cloud_event):
     """The least a dispatcher does: claim the job in one transaction, note when (a baseline)."""
     message = cloud_event.data["message"]
     job_id = json.loads(base64.b64decode(message["data"]))["job_id"]
     document = _client().collection(os.environ["BARE_COLLECTION"]).document(job_id)
 
     @firestore.transactional
-    def claim(transaction):  # type: ignore[no-untyped-def]
+    def claim(transaction):
         document.get(transaction=transaction)
         transaction.update(document, {"dispatch_claim": message["messageId"]})
 
@@ -48,7 +48,7 @@ def bare_claim(cloud_event):  # type: ignore[no-untyped-def]
 _clients = []
 
 
-def _client():  # type: ignore[no-untyped-def]
+def _client():
     if not _clients:
         _clients.append(firestore.Client())
     return _clients[0]
