@@ -107,7 +107,7 @@ def parse_request_message(data: bytes) -> JobReference | TrainRequest:
     """A job reference or a full request; `InvalidRequestError` for anything else."""
     try:
         payload = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting too deep is as unreadable as bad JSON
         raise InvalidRequestError("the message is not JSON") from None
     if isinstance(payload, dict) and payload.get("kind") == "job_reference":
         try:
@@ -223,7 +223,7 @@ def reject_message(
     """Acknowledge a message that can never succeed; a request-shaped one becomes a failed job."""
     try:
         payload = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if not isinstance(payload, dict) or payload.get("kind") == "job_reference":
         logger.error("message %s acknowledged without effect: %s", message_id, error.message)

@@ -298,18 +298,7 @@ def _acknowledged(stack: Stack, function: str) -> set[str]:
 DEEP = [b"[" * 100_000, b'{"a":' * 50_000]
 
 
-@pytest.mark.parametrize(
-    "function",
-    [
-        pytest.param(
-            "dispatch",
-            marks=pytest.mark.xfail(
-                strict=True, reason="dispatch: RecursionError on deeply nested JSON escapes"
-            ),
-        ),
-        "on_job_event",
-    ],
-)
+@pytest.mark.parametrize("function", ["dispatch", "on_job_event"])
 def test_deeply_nested_json_is_acknowledged(consumers: Stack, ledger: Ledger, function: str):
     stack = consumers
     topic = {
