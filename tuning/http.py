@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import flask
+import functions_framework
 from pydantic import BaseModel, ValidationError
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
@@ -100,6 +101,13 @@ def error_response(error: TuningError) -> flask.Response:
     if isinstance(error, MethodNotAllowedError):
         headers["Allow"] = ", ".join(error.allowed)
     return json_response({"error": error.to_dict()}, error.http_status, headers)
+
+
+def http_exception_response(error: HTTPException) -> flask.Response:
+    """werkzeug's own errors (a body cut short, a path its router refuses) in our JSON shape."""
+    status = error.code or 400
+    code = re.sub(r"\W+", "_", (error.name or "bad request").lower()).strip("_")
+    return json_response({"error": {"code": code, "message": error.name}}, status)
 
 
 def internal_error_response() -> flask.Response:
@@ -260,6 +268,10 @@ class Api:
         self._settings_class = settings_class
         self._services: Services | None = None
         self._lock = threading.Lock()
+        # functions-framework answers a few requests before the function sees them, in
+        # HTML: /robots.txt, /favicon.ico, and paths its router refuses (one holding a
+        # newline). Outside its loader (tests importing the module) this is a no-op.
+        functions_framework.errorhandler(HTTPException)(http_exception_response)
 
     @property
     def services(self) -> Services:
@@ -311,9 +323,7 @@ class Api:
                 return internal_error_response()
             return error_response(error)
         except HTTPException as error:  # e.g. the client went away mid-body
-            status = error.code or 400
-            code = re.sub(r"\W+", "_", (error.name or "bad request").lower())
-            return json_response({"error": {"code": code, "message": error.name}}, status)
+            return http_exception_response(error)
         except Exception:
             # The HTTP boundary: log the bug with its traceback, tell the caller nothing of it.
             self.logger.exception("%s %s failed unexpectedly", request.method, request.path)

@@ -39,7 +39,6 @@ class Ledger:
             0,
         )
     )
-    findings: set[str] = field(default_factory=set)  # departures worth a look, not failures
     tokens: set[str] = field(default_factory=set)
     stacks: list[Stack] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,10 +53,6 @@ class Ledger:
         with self.lock:
             self.tokens.add(value)
         return value
-
-    def finding(self, text: str) -> None:
-        with self.lock:
-            self.findings.add(text)
 
     def remember(self, value: str) -> None:
         with self.lock:
@@ -96,5 +91,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("reliability figures")
     for name, value in _LEDGER.figures.items():
         terminalreporter.write_line(f"{name:>24}: {value}")
-    for text in sorted(_LEDGER.findings):
-        terminalreporter.write_line(f"finding (not a failure): {text}")

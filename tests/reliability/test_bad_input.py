@@ -45,7 +45,7 @@ from tuning.local.bootstrap import DeliveryPolicy
 REQUESTS_PER_FUNCTION = 1000
 HEALTH_EXAMPLES = 20
 MALFORMED_PER_CONSUMER = 200
-# The requirement is no 5xx; departures from the document are reported, not failed on.
+# Beyond no 5xx: every answer is one the OpenAPI document describes (status, type, body).
 CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 # Dead-lettered after 5 failed deliveries: a message that keeps failing shows within seconds.
 FEW_ATTEMPTS = DeliveryPolicy(ack_deadline_seconds=30, max_delivery_attempts=5)
@@ -96,6 +96,7 @@ def test_generated_requests_never_get_a_server_error(api: Stack, ledger: Ledger,
     ]
     operations.sort(key=lambda op: op.method.upper() == "DELETE")  # the seeded jobs go last
     statuses: Counter[int] = Counter()
+    departures: set[str] = set()
     budget = (REQUESTS_PER_FUNCTION - HEALTH_EXAMPLES) // (len(operations) - 1) + 1
     for operation in operations:
         modes = [operation.as_strategy(mode) for mode in GenerationMode]
@@ -120,7 +121,7 @@ def test_generated_requests_never_get_a_server_error(api: Stack, ledger: Ledger,
                 case.validate_response(response, checks=CONFORMANCE)
             except FailureGroup as failures:
                 title = str(failures.exceptions[0]).strip().splitlines()[0]
-                ledger.finding(
+                departures.add(
                     f"{function}: {case.method.upper()} {case.path} answered "
                     f"{response.status_code}: {title}"
                 )
@@ -133,6 +134,7 @@ def test_generated_requests_never_get_a_server_error(api: Stack, ledger: Ledger,
 
     assert sent >= REQUESTS_PER_FUNCTION, statuses
     assert not [code for code in statuses if code >= 500], statuses
+    assert not departures, sorted(departures)
 
 
 # Pub/Sub ---------------------------------------------------------------------------------

@@ -145,6 +145,18 @@ def test_every_function_routes_what_it_serves_only(function: str) -> None:
     assert functions.get("/favicon.ico").status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/favicon.ico", "/robots.txt", "/jobs/a%0Ab", "/jobs/%0A"])
+@pytest.mark.parametrize("function", list(ENTRY_POINTS))
+def test_paths_the_framework_answers_itself_still_get_json(function: str, path: str) -> None:
+    # functions-framework's router refuses these before the function runs; the answer
+    # must still be the API's error shape, not werkzeug's HTML page.
+    answer = client(function).get(path)
+
+    assert answer.status_code == 404
+    assert answer.mimetype == "application/json"
+    assert answer.get_json()["error"]["code"] == "not_found"
+
+
 @pytest.mark.parametrize("function", list(ENTRY_POINTS))
 def test_importing_a_function_never_imports_the_ml_stack(function: str) -> None:
     script = (
