@@ -49,12 +49,12 @@ from tuning.state import apply
 
 
 @pytest.fixture
-def start_stack(tmp_path: Path, unique: str) -> Iterator[Any]:
+def start_stack(tmp_path: Path) -> Iterator[Any]:
     """Start a stack with the given settings; stopped when the test ends."""
     stacks: list[EventCoreStack] = []
 
     def start(**variables: Any) -> EventCoreStack:
-        stack = EventCoreStack.start(tmp_path / f"stack{len(stacks)}", unique, **variables)
+        stack = EventCoreStack.start_core(tmp_path / f"stack{len(stacks)}", **variables)
         stacks.append(stack)
         return stack
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.reliability.conftest import Ledger
 from tuning.jobs import JobRecord
+from tuning.local.scratch import wait_for
 
-T = TypeVar("T")
+__all__ = ["all_jobs", "comparable", "train_request", "wait_for"]
+
 # Fields a store stamps or a dispatcher fills with its own values: not part of "the same record".
 VOLATILE = {"updated_at"}
 
@@ -28,20 +28,6 @@ def train_request(ledger: Ledger, **changes: Any) -> dict[str, Any]:
     }
     request.update(changes)
     return request
-
-
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.25, what: str = ""
-) -> T:
-    """The first truthy value `probe` returns, polling until `timeout` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
-        time.sleep(interval)
 
 
 def comparable(job: JobRecord) -> dict[str, Any]:

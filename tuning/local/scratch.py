@@ -1,0 +1,243 @@
+"""A throw-away copy of the local stack, for the emulator tests, the reliability suite and
+the benchmarks.
+
+What `make up` runs, with three differences: names (buckets, topics, collection,
+folders) carry a unique suffix, so that many stacks share one set of emulators; only
+the functions asked for are started, from `FUNCTIONS` or from specs the caller gives
+(the benchmarks run instrumented copies); and nothing is uploaded. The emulators must
+already run, with this process pointed at them (`tuning.local.stack.pointed_at`).
+
+    stack = ScratchStack.start(tmp / "stack", functions=("submit", "dispatch", "on_job_event"))
+    stack.request("POST", "submit", "/train", json=request)
+    stack.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+from tuning.gcp.pubsub import Publisher, PubSubAdmin
+from tuning.launchers.local import LocalLauncher
+from tuning.local.bootstrap import (
+    DeliveryPolicy,
+    LocalResources,
+    bootstrap,
+    dead_letter_topic,
+    push_endpoint,
+)
+from tuning.local.functions import (
+    FUNCTIONS,
+    FunctionServer,
+    FunctionSpec,
+    start_function,
+    stop_function,
+)
+from tuning.services import Services
+from tuning.settings import LauncherSettings
+
+T = TypeVar("T")
+S = TypeVar("S", bound="ScratchStack")
+ALL_FUNCTIONS = tuple(FUNCTIONS)
+# Without a retry policy the emulator redelivers a rejected push about once a second
+# (tuning/local/bootstrap.py says why); dead letters after these many attempts.
+DISPATCH_POLICY = DeliveryPolicy(ack_deadline_seconds=30, max_delivery_attempts=100)
+EVENTS_POLICY = DeliveryPolicy(ack_deadline_seconds=30, max_delivery_attempts=10)
+
+
+def scratch_environment(workdir: Path, unique: str, **variables: str) -> dict[str, str]:
+    """The deployables' settings for a stack whose names end in `unique`; `variables` win."""
+    return {
+        **os.environ,
+        "PROJECT_ID": os.environ["GOOGLE_CLOUD_PROJECT"],
+        "REGION": "local",
+        "GCS_CONFIG_BUCKET_NAME": f"config-{unique}",
+        "GCS_DATA_BUCKET_NAME": f"data-{unique}",
+        "GCS_MODELS_BUCKET_NAME": f"models-{unique}",
+        "TRAINING_REQUESTS_TOPIC": f"requests-{unique}",
+        "JOB_EVENTS_TOPIC": f"events-{unique}",
+        "JOB_NOTIFICATIONS_TOPIC": f"notifications-{unique}",
+        "JOBS_COLLECTION": f"jobs_{unique}",
+        "SECRET_BACKEND": "local",
+        "TUNING_LOCAL_SECRETS_FILE": str(workdir / "secrets.json"),
+        "TUNING_LOCAL_SIGNER_KEY_FILE": str(workdir / "signer-key.json"),
+        "TRUST_LOCAL_IDENTITY_HEADER": "true",
+        "LAUNCHER": "local",
+        "LOCAL_LAUNCHER_DIR": str(workdir / "executions"),
+        "TRAINER_WORK_DIR": str(workdir / "trainer"),
+        "TRAINER_MAX_RETRIES": "0",
+        "RECONCILE_STALE_SECONDS": "900",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_MODE": "offline",
+        "LOG_FORMAT": "text",
+        **variables,
+    }
+
+
+@dataclass
+class ScratchStack:
+    unique: str
+    workdir: Path
+    environ: dict[str, str]
+    settings: LauncherSettings
+    services: Services
+    launcher: LocalLauncher
+    admin: PubSubAdmin
+    publisher: Publisher
+    servers: dict[str, FunctionServer]
+    resources: LocalResources | None
+    captures: list[str] = field(default_factory=list)
+    extra_subscriptions: list[str] = field(default_factory=list)
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @classmethod
+    def start(
+        cls: type[S],
+        workdir: Path,
+        *,
+        functions: Iterable[str] = ALL_FUNCTIONS,
+        specs: Mapping[str, FunctionSpec] | None = None,
+        capture_messages: bool = False,
+        dispatch_policy: DeliveryPolicy = DISPATCH_POLICY,
+        events_policy: DeliveryPolicy = EVENTS_POLICY,
+        **variables: str,
+    ) -> S:
+        """Start the functions with `variables` on top of the stack's environment.
+
+        Push subscriptions are wired (as Terraform does) when both dispatch and
+        on_job_event run. `capture_messages` adds a pull subscription to every topic
+        before any traffic, so that everything published can be read back later.
+        """
+        unique = uuid.uuid4().hex[:8]
+        for folder in ("executions", "logs", "trainer"):
+            (workdir / folder).mkdir(parents=True, exist_ok=True)
+        environ = scratch_environment(workdir, unique, **variables)
+        settings = LauncherSettings.from_env(environ)
+        launcher = LocalLauncher(
+            settings.local_launcher_dir,
+            command=settings.local_trainer_command,
+            max_retries=settings.trainer_max_retries,
+            environ=environ,
+        )
+        services = Services(settings, launcher=launcher)
+        admin = PubSubAdmin(settings.project_id)
+        for bucket in (settings.config_bucket, settings.data_bucket, settings.models_bucket):
+            services.storage.create_bucket_if_absent(bucket)
+        topics = [settings.requests_topic, settings.events_topic, settings.notifications_topic]
+        captures = []
+        if capture_messages:
+            for topic in [*topics, *(dead_letter_topic(t) for t in topics[:2])]:
+                admin.ensure_topic(topic)
+                captures.append(admin.ensure_pull_subscription(f"{topic}-capture", topic))
+        else:
+            for topic in topics:
+                admin.ensure_topic(topic)
+        servers = _start_servers(list(functions), dict(specs or {}), environ, workdir / "logs")
+        resources = None
+        if "dispatch" in servers and "on_job_event" in servers:
+            resources = bootstrap(
+                settings,
+                dispatch_url=servers["dispatch"].url,
+                events_url=servers["on_job_event"].url,
+                dispatch_policy=dispatch_policy,
+                events_policy=events_policy,
+                admin=admin,
+                storage=services.storage,
+            )
+        return cls(
+            unique=unique,
+            workdir=workdir,
+            environ=environ,
+            settings=settings,
+            services=services,
+            launcher=launcher,
+            admin=admin,
+            publisher=Publisher(settings.project_id),
+            servers=servers,
+            resources=resources,
+            captures=[path.rsplit("/", 1)[1] for path in captures],
+        )
+
+    def stop(self) -> None:
+        """Stop deliveries first, then the servers, then every trainer still running."""
+        wired = (
+            [self.resources.requests_subscription, self.resources.events_subscription]
+            if self.resources is not None
+            else []
+        )
+        for subscription in (*wired, *self.extra_subscriptions):
+            self.admin.delete_subscription(subscription)
+        with ThreadPoolExecutor(max_workers=len(self.servers) or 1) as pool:
+            # Functions keep no state: no need to wait for a graceful shutdown.
+            list(pool.map(lambda server: stop_function(server, grace=0), self.servers.values()))
+        self.launcher.kill_all()
+
+    # Acting on the stack -----------------------------------------------------------
+
+    def url(self, function: str, path: str = "/") -> str:
+        return f"{self.servers[function].url}{path}"
+
+    def request(
+        self, method: str, function: str, path: str, *, caller: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """An HTTP call to one of the functions, naming the caller as the local stack does."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if caller is not None:
+            headers["X-Tuning-Caller"] = caller
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, self.url(function, path), headers=headers, **kwargs)
+
+    def publish_event(self, event: Any) -> str:
+        """Publish a lifecycle event as a trainer does; returns its message id."""
+        return self.publisher.publish(self.settings.events_topic, event, job_id=event.job_id)
+
+    def add_dispatch_subscription(self, name: str) -> str:
+        """Another push subscription to dispatch: each request is then delivered once more."""
+        self.extra_subscriptions.append(name)
+        topic = self.settings.requests_topic
+        endpoint = push_endpoint(self.url("dispatch", ""), self.admin.project, topic)
+        return self.admin.ensure_push_subscription(name, topic, endpoint, ack_deadline_seconds=30)
+
+    def log_files(self) -> list[Path]:
+        """Every log this stack wrote: servers, executions, trainers."""
+        return [path for path in self.workdir.rglob("*.log") if path.is_file()]
+
+
+def _start_servers(
+    names: list[str], specs: dict[str, FunctionSpec], environ: dict[str, str], logs: Path
+) -> dict[str, FunctionServer]:
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        started = {
+            name: pool.submit(
+                start_function,
+                name,
+                environ=environ,
+                log_dir=logs,
+                spec=specs.get(name, FUNCTIONS[name]),
+            )
+            for name in names
+        }
+    return {name: future.result() for name, future in started.items()}
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str = ""
+) -> T:
+    """The first truthy value `probe` returns, polling until `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        time.sleep(interval)
