@@ -4,7 +4,9 @@ The event goes through the state machine in a transaction that also appends it
 to the job's history (`JobStore.apply_event`), so duplicates and any delivery
 order leave the same record. An event that can never apply (malformed) is
 acknowledged and logged; one for a deleted job is dropped. When an event makes
-the job terminal, a `JobNotification` is published on `job-notifications`.
+the job terminal, a `JobNotification` is published before the transaction
+commits (`tuning.notifications`), so a failed publish leaves the event to be
+redelivered and applied again.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import logging
 
 from tuning.errors import InvalidRequestError
-from tuning.events import JobNotification, parse_event
+from tuning.events import parse_event
 from tuning.gcp.firestore import Transition
 from tuning.logs import job_context
+from tuning.notifications import notify_if_ending
 from tuning.services import Services
 
 logger = logging.getLogger(__name__)
@@ -28,26 +31,10 @@ def record_job_event(*, data: bytes, message_id: str, services: Services) -> Tra
         logger.error("event message %s acknowledged without effect: %s", message_id, error.message)
         return None
     with job_context(event.job_id):
-        transition = services.jobs.apply_event(event)
+        transition = services.jobs.apply_event(
+            event, before_commit=lambda change: notify_if_ending(change, services=services)
+        )
         if transition is None:
             logger.info("event %s dropped: the job no longer exists", event.event_id)
             return None
-        if transition.became_terminal:
-            # Published after the commit: a publish failure raises, but the redelivered
-            # event no longer makes the job terminal, so that notification is lost.
-            notify_end(transition, services=services)
         return transition
-
-
-def notify_end(transition: Transition, *, services: Services) -> str:
-    """Publish that the job reached a terminal status; returns the message id."""
-    job = transition.after
-    notification = JobNotification.for_job(job, transition.before.status)
-    message_id = services.publisher.publish(
-        services.settings.notifications_topic,
-        notification,
-        job_id=job.job_id,
-        status=job.status.value,
-    )
-    logger.info("job %s ended %s; notified", job.job_id, job.status.value)
-    return message_id

@@ -25,7 +25,6 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import flask
-import functions_framework
 from pydantic import BaseModel, ValidationError
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
@@ -268,10 +267,12 @@ class Api:
         self._settings_class = settings_class
         self._services: Services | None = None
         self._lock = threading.Lock()
-        # functions-framework answers a few requests before the function sees them, in
-        # HTML: /robots.txt, /favicon.ico, and paths its router refuses (one holding a
-        # newline). Outside its loader (tests importing the module) this is a no-op.
-        functions_framework.errorhandler(HTTPException)(http_exception_response)
+        if flask.has_app_context():
+            # functions-framework loads the function's module inside the context of the
+            # app it builds, and answers a few requests before the function sees them, in
+            # HTML: /robots.txt, /favicon.ico, paths its router refuses (one holding a
+            # newline). Its app answers those in our JSON shape too.
+            flask.current_app.register_error_handler(HTTPException, http_exception_response)
 
     @property
     def services(self) -> Services:

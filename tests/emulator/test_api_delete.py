@@ -9,13 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from google.cloud.pubsub_v1 import PublisherClient
 
 from tests.emulator.test_api_stack import ApiStack, seed_request
 from tuning.events import JobNotification, ProgressEvent
+from tuning.gcp.pubsub import Publisher
 from tuning.jobs import Artifacts, JobStatus, Progress
 from tuning.launchers import ExecutionState
 from tuning.launchers.factory import launcher_from_settings
 from tuning.launchers.local import LocalLauncher
+from tuning.local.emulators import free_port
+from tuning.services import Services
 from tuning.spec import parse_train_request
 from tuning.submission import submit_job
 
@@ -135,6 +139,32 @@ def test_cancel_stops_the_execution_records_cancelled_and_notifies(stack: ApiSta
     assert attributes == {"job_id": JOB, "status": "cancelled"}
     [event] = stack.get(f"/jobs/{JOB}/events").get_json()["events"]
     assert (event["type"], event["source"]) == ("cancelled", "user")
+
+
+def test_cancel_during_a_pubsub_outage_is_503_and_its_retry_cancels_and_notifies(
+    stack: ApiStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launcher = stack.use_recording_launcher()
+    stack.make_job(JOB, status=JobStatus.TRAINING, execution="executions/run-1")
+    with monkeypatch.context() as outage:
+        outage.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nobody listens
+        unreachable = Publisher(stack.settings.project_id, PublisherClient(), timeout=2)
+    stack.apis["delete"].use(Services(stack.settings, launcher=launcher, publisher=unreachable))
+
+    during = stack.cancel(JOB)
+
+    # The notification could not be sent, so the cancel was not recorded either...
+    assert during.status_code == 503
+    assert stack.services.jobs.get(JOB).status is JobStatus.TRAINING
+    stack.use_recording_launcher()
+
+    after = stack.cancel(JOB)
+
+    # ...and the client's retry records it and announces it, once.
+    assert (after.status_code, after.get_json()["status"]) == (200, "cancelled")
+    assert launcher.cancelled == ["executions/run-1", "executions/run-1"]
+    notices = stack.pull(stack.settings.notifications_topic, expected=2, timeout=3)
+    assert [(data["job_id"], data["status"]) for data, _ in notices] == [(JOB, "cancelled")]
 
 
 def test_cancel_stops_a_real_local_execution(

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.event_core_fixtures import T0, Core, make_job, start_core
+from tuning.errors import TuningError
 from tuning.event_sink import record_job_event
 from tuning.events import CompletedEvent, CompletedPayload, PreparingEvent
 from tuning.jobs import Artifacts, JobStatus
+from tuning.services import Services
 
 
 @pytest.fixture
@@ -70,3 +72,26 @@ def test_an_invalid_event_is_acknowledged_without_effect(core, data):
 
     assert record_job_event(data=data, message_id="1", services=core.services) is None
     assert core.services.jobs.get("job-a").status is JobStatus.QUEUED
+
+
+def test_a_failed_notification_ends_nothing_and_the_redelivery_ends_and_notifies(core, unique):
+    core.services.jobs.create(make_job("job-a", status=JobStatus.TRAINING))
+    # A topic that does not exist: the emulator refuses the publish, as Pub/Sub would
+    # refuse one during an outage or after a misconfiguration.
+    settings = core.settings.model_copy(update={"notifications_topic": f"absent-{unique}"})
+    failing = Services(settings, jobs=core.services.jobs, launcher=core.launcher)
+
+    with pytest.raises(TuningError):
+        record_job_event(data=completed("job-a"), message_id="1", services=failing)
+
+    # Nothing committed: the job is not ended, so the redelivered event still ends it...
+    assert core.services.jobs.get("job-a").status is JobStatus.TRAINING
+    assert core.services.jobs.list_events("job-a").events == []
+    transition = record_job_event(data=completed("job-a"), message_id="1", services=core.services)
+
+    # ...and this time the end is both recorded and announced.
+    assert transition is not None and transition.became_terminal
+    notices = [json.loads(data) for data in core.pulled(core.notifications_subscription, 3, 3)]
+    assert [(n["job_id"], n["status"], n["previous_status"]) for n in notices] == [
+        ("job-a", "completed", "training")
+    ]

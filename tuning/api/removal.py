@@ -14,8 +14,9 @@ from collections.abc import Callable
 from tuning.api.models import DeleteResponse, JobDetail
 from tuning.api.queries import visible_job
 from tuning.errors import ConflictError, NotFoundError, TransientError, TuningError
-from tuning.events import CancelledEvent, CancelledPayload, JobNotification
-from tuning.jobs import JobRecord, utcnow
+from tuning.events import CancelledEvent, CancelledPayload
+from tuning.jobs import utcnow
+from tuning.notifications import notify_if_ending
 from tuning.services import Services
 from tuning.settings import ApiSettings, LauncherSettings
 
@@ -47,7 +48,11 @@ def cancel_job(
         source="user",
         payload=CancelledPayload(reason=reason),
     )
-    transition = services.jobs.apply_event(event)
+    # Notified before the commit: a failed publish cancels nothing, and the 503 it
+    # answers invites a retry that cancels and notifies (the execution stop is idempotent).
+    transition = services.jobs.apply_event(
+        event, before_commit=lambda change: notify_if_ending(change, services=services)
+    )
     if transition is None:
         raise NotFoundError("job not found", field="job_id")
     if not transition.after.status.is_terminal:
@@ -56,23 +61,7 @@ def cancel_job(
     if not transition.became_terminal:
         raise ConflictError(f"the job is already {transition.after.status.value}", field="job_id")
     logger.info("job %s %s", job_id, reason)
-    _notify(transition.after, transition.before, services=services)
     return JobDetail.from_record(transition.after)
-
-
-def _notify(after: JobRecord, before: JobRecord, *, services: Services) -> None:
-    notification = JobNotification.for_job(after, previous_status=before.status)
-    try:
-        services.publisher.publish(
-            services.settings.notifications_topic,
-            notification,
-            job_id=after.job_id,
-            status=after.status.value,
-        )
-    except TransientError as error:
-        # The cancel itself happened and is recorded; answering 5xx would invite a retry
-        # that can only answer 409. The notification is what is lost: say so loudly.
-        logger.error("job %s cancelled, but its notification failed: %s", after.job_id, error)
 
 
 def delete_job(job_id: str, *, services: Services, owner: str | None) -> DeleteResponse:

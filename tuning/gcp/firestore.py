@@ -166,11 +166,15 @@ class JobStore:
         with self._lock_for(job_id), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
 
-    def apply_event(self, event: JobEvent) -> Transition | None:
+    def apply_event(
+        self, event: JobEvent, *, before_commit: Callable[[Transition], object] | None = None
+    ) -> Transition | None:
         """Apply a lifecycle event and record it in the job's history, atomically.
 
         Returns None when the job does not exist (it was deleted: the event is
         dropped). A duplicate changes nothing and is written to history once.
+        `before_commit` sees the transition before it is committed; if it raises,
+        nothing is written (it may run more than once when the transaction retries).
         """
         reference = self.jobs.document(event.job_id)
         history = reference.collection(EVENTS).document(event.event_id)
@@ -186,7 +190,10 @@ class JobStore:
                 after = after.model_copy(update={"updated_at": utcnow()})
                 transaction.set(reference, to_firestore(after))
             transaction.set(history, to_firestore(event))
-            return Transition(before=before, after=after)
+            transition = Transition(before=before, after=after)
+            if before_commit is not None:
+                before_commit(transition)
+            return transition
 
         with self._lock_for(event.job_id), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
