@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from trainer.errors import BrokenJobError, JobGone, UserError
 from tuning.errors import InvalidRequestError, NotFoundError
+from tuning.launchers import same_execution
 from tuning.logs import register_secret
 from tuning.services import Services
 from tuning.settings import TrainerSettings
@@ -36,7 +37,11 @@ def ensure_job_active(services: Services, settings: TrainerSettings) -> None:
         raise JobGone(f"job {settings.job_id} no longer exists")
     if job.status.is_terminal:
         raise JobGone(f"job {settings.job_id} is already {job.status.value}")
-    if job.execution and settings.execution and job.execution != settings.execution:
+    if (
+        job.execution
+        and settings.execution
+        and not same_execution(job.execution, settings.execution)
+    ):
         raise JobGone(f"job {settings.job_id} now runs on execution {job.execution}")
 
 

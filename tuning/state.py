@@ -32,6 +32,7 @@ from tuning.events import (
     TrainingEvent,
 )
 from tuning.jobs import JobRecord, JobStatus, Progress
+from tuning.launchers import same_execution
 
 
 def apply(job: JobRecord, event: JobEvent) -> JobRecord:
@@ -40,7 +41,7 @@ def apply(job: JobRecord, event: JobEvent) -> JobRecord:
         raise ValueError(f"event for {event.job_id} applied to job {job.job_id}")
     if job.status.is_terminal or event.attempt < job.attempt:
         return job
-    if event.execution and job.execution and event.execution != job.execution:
+    if event.execution and job.execution and not same_execution(event.execution, job.execution):
         return job  # a superseded execution of this job (re-dispatched) has no say
     changes: dict[str, Any] = {}
     if event.attempt > job.attempt:

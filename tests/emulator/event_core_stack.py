@@ -117,12 +117,12 @@ class EventCoreStack(ScratchStack):
         return [
             name
             for name in names
-            if json.loads((self.launcher.directory / name / "spec.json").read_text())["job_id"]
+            if json.loads((self.launcher.folder(name) / "spec.json").read_text())["job_id"]
             == job_id
         ]
 
     def trainer_pid(self, execution: str) -> int | None:
-        record = read_record(self.launcher.directory / execution)
+        record = read_record(self.launcher.folder(execution))
         return record.trainer_pid if record else None
 
     def trainer_runs(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 
 from tuning.errors import InvalidRequestError
 from tuning.jobs import JobRecord
-from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.launchers import ExecutionState, ExecutionStatus, execution_id
 from tuning.launchers.local import LocalLauncher, describe_exit, read_record
 
 # A task that logs its attempt, then behaves as its job's id says.
@@ -64,7 +64,7 @@ def finished(launcher: LocalLauncher, execution: str, timeout: float = 20) -> Ex
 def running_trainer(launcher: LocalLauncher, execution: str) -> int:
     deadline = time.monotonic() + 20
     while True:
-        record = read_record(launcher.directory / execution)
+        record = read_record(launcher.folder(execution))
         if record is not None and record.trainer_pid and record.state is ExecutionState.RUNNING:
             return record.trainer_pid
         assert time.monotonic() < deadline
@@ -80,7 +80,9 @@ def test_a_task_that_exits_zero_succeeds_in_one_attempt(launcher):
     assert status.attempts == 1
     assert status.finished_at is not None
     log = launcher.log_path(execution).read_text()
-    assert f"attempt 0 pass {execution}" in log
+    # As on Cloud Run, the task sees the execution's id, not the name `launch` returned.
+    assert execution == f"local/executions/{execution_id(execution)}"
+    assert f"attempt 0 pass {execution_id(execution)}\n" in log
 
 
 def test_a_failing_task_is_retried_with_the_next_attempt_number(launcher):
@@ -91,7 +93,9 @@ def test_a_failing_task_is_retried_with_the_next_attempt_number(launcher):
     assert status.state is ExecutionState.SUCCEEDED
     assert status.attempts == 3
     log = launcher.log_path(execution).read_text()
-    started = [line.split()[1] for line in log.splitlines() if line.endswith(execution)]
+    started = [
+        line.split()[1] for line in log.splitlines() if line.endswith(execution_id(execution))
+    ]
     assert started == ["0", "1", "2"]
 
 
@@ -147,7 +151,7 @@ def test_another_process_reads_the_same_execution_from_disk(launcher, tmp_path):
 def test_a_supervisor_that_died_leaves_a_failed_execution(launcher):
     execution = launcher.launch(job("hang"))
     running_trainer(launcher, execution)
-    record = read_record(launcher.directory / execution)
+    record = read_record(launcher.folder(execution))
     assert record is not None
 
     os.killpg(record.supervisor_pid, signal.SIGKILL)

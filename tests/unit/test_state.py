@@ -356,6 +356,15 @@ def test_events_of_another_execution_are_ignored():
     assert apply(job, training(execution="exec-2")).status is JobStatus.TRAINING
 
 
+def test_the_trainer_names_its_execution_as_cloud_run_tells_it():
+    # The job records the API's resource name; the container only sees the last segment.
+    name = "projects/p/locations/us-central1/jobs/gemma-trainer/executions/gemma-trainer-x7k2p"
+    job = queued_job(execution=name)
+
+    assert apply(job, preparing(execution="gemma-trainer-x7k2p")).status is JobStatus.PREPARING
+    assert apply(job, preparing(execution="gemma-trainer-other")) is job
+
+
 def test_event_without_execution_applies_to_a_dispatched_job():
     job = queued_job(execution="exec-2")
 

@@ -14,6 +14,17 @@ from typing import Protocol
 from tuning.jobs import JobRecord
 
 
+def execution_id(name: str) -> str:
+    """An execution's own id. Cloud Run's API names an execution
+    `projects/P/locations/R/jobs/J/executions/ID`, and its container sees only `ID` in
+    CLOUD_RUN_EXECUTION, so the two are compared by this."""
+    return name.rstrip("/").rsplit("/", 1)[-1]
+
+
+def same_execution(first: str, second: str) -> bool:
+    return execution_id(first) == execution_id(second)
+
+
 class ExecutionState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"

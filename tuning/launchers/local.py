@@ -8,6 +8,11 @@ read, so the reconcile server sees executions the dispatch server started:
     <dir>/<execution>/cancel         present once a cancel was asked for
     <dir>/<execution>/execution.log  the supervisor's notes and every attempt's output
 
+Like Cloud Run, the launcher names an execution with a path
+(`local/executions/local-…`, what `launch` returns and the job records) while the
+trainer sees only its last segment in CLOUD_RUN_EXECUTION, so code that compares
+the two (`tuning.launchers.same_execution`) is exercised locally as in production.
+
 A detached supervisor process (`python -m tuning.launchers.local supervise DIR`,
 its own session) runs the trainer like a Cloud Run task with `max_retries`: a
 task that exits non-zero or is killed is started again with
@@ -43,7 +48,8 @@ SPEC_FILE = "spec.json"
 STATE_FILE = "state.json"
 CANCEL_FILE = "cancel"
 LOG_FILE = "execution.log"
-EXECUTION_NAME = re.compile(r"^local-[0-9a-f]{12}$")
+EXECUTION_ID = re.compile(r"^local-[0-9a-f]{12}$")
+NAME_PREFIX = "local/executions/"
 # What a functions-framework server sets for itself; a trainer must not inherit it.
 SERVER_VARIABLES = ("FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "PORT")
 POLL_SECONDS = 0.1
@@ -105,11 +111,12 @@ class LocalLauncher:
 
     def launch(self, job: JobRecord) -> str:
         """Start a supervised execution for the job and return its name once it runs."""
-        execution = f"local-{secrets.token_hex(6)}"
-        folder = self.directory / execution
+        identifier = f"local-{secrets.token_hex(6)}"
+        execution = NAME_PREFIX + identifier
+        folder = self.directory / identifier
         folder.mkdir(parents=True)
         spec = ExecutionSpec(
-            execution=execution,
+            execution=identifier,
             job_id=job.job_id,
             command=self.command,
             max_retries=self.max_retries,
@@ -132,7 +139,7 @@ class LocalLauncher:
                 start_new_session=True,  # survives the server that launched it
             )
         # Reap the supervisor when it ends, so it never lingers as a zombie of this server.
-        threading.Thread(target=process.wait, name=f"reap-{execution}", daemon=True).start()
+        threading.Thread(target=process.wait, name=f"reap-{identifier}", daemon=True).start()
         self._wait_for_supervisor(folder, process)
         return execution
 
@@ -147,7 +154,7 @@ class LocalLauncher:
 
     def status(self, execution: str) -> ExecutionStatus:
         """Where the execution stands, from its state file and whether its supervisor lives."""
-        folder = self._folder(execution)
+        folder = self.folder(execution)
         record = read_record(folder)
         if record is None:
             return ExecutionStatus(state=ExecutionState.NOT_FOUND, message="no such execution")
@@ -165,7 +172,7 @@ class LocalLauncher:
 
     def cancel(self, execution: str) -> None:
         """Ask the supervisor to stop the task and not retry it; a finished one is left as is."""
-        folder = self._folder(execution)
+        folder = self.folder(execution)
         record = read_record(folder)
         if record is None or record.state.is_finished:
             return
@@ -177,19 +184,19 @@ class LocalLauncher:
             _signal_group(record.trainer_pid, signal.SIGTERM)
 
     def executions(self) -> Iterator[str]:
-        """Names of every execution under the launcher directory."""
+        """Names (as `launch` returned them) of every execution under the launcher directory."""
         if self.directory.is_dir():
             for folder in sorted(self.directory.iterdir()):
-                if EXECUTION_NAME.fullmatch(folder.name):
-                    yield folder.name
+                if EXECUTION_ID.fullmatch(folder.name):
+                    yield NAME_PREFIX + folder.name
 
     def log_path(self, execution: str) -> Path:
-        return self._folder(execution) / LOG_FILE
+        return self.folder(execution) / LOG_FILE
 
     def kill_all(self) -> None:
         """SIGKILL every supervisor and task under the directory (test and stack teardown)."""
         for execution in self.executions():
-            record = read_record(self._folder(execution))
+            record = read_record(self.folder(execution))
             if record is None:
                 continue
             for pid, started in (
@@ -199,10 +206,12 @@ class LocalLauncher:
                 if pid is not None and _is_running(pid, started):
                     _signal_group(pid, signal.SIGKILL)
 
-    def _folder(self, execution: str) -> Path:
-        if not EXECUTION_NAME.fullmatch(execution):
+    def folder(self, execution: str) -> Path:
+        """The folder of an execution, by the name `launch` returned or by its id."""
+        identifier = execution.removeprefix(NAME_PREFIX)
+        if not EXECUTION_ID.fullmatch(identifier):
             raise InvalidRequestError(f"not a local execution name: {execution!r}")
-        return self.directory / execution
+        return self.directory / identifier
 
 
 # The supervisor ------------------------------------------------------------------------
