@@ -1,4 +1,5 @@
-"""Trainer callbacks: lifecycle events for the job, and checkpoint uploads to GCS.
+"""Trainer callbacks: lifecycle events for the job, checkpoint uploads to GCS, and a
+periodic check that the job still wants this attempt.
 
 Imported lazily (it needs transformers). The callbacks publish through the
 job's EventReporter, so every event carries the attempt and its sequence.
@@ -154,3 +155,28 @@ class CheckpointUploadCallback(TrainerCallback):
             self.store.upload(directory, state.global_step)
         else:
             logger.warning("checkpoint %s was not written; nothing uploaded", directory)
+
+
+class JobWatchCallback(TrainerCallback):
+    """Reads the job record every `interval_seconds` of training and stops the attempt
+    (`JobGone`, raised through the Trainer) once the job was cancelled, deleted, or handed
+    to another execution: a cancel Cloud Run could not deliver, or an execution started by
+    a dispatcher that died before recording it, stops within the interval."""
+
+    def __init__(
+        self,
+        ensure_job_active: Callable[[], None],
+        *,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ensure_job_active = ensure_job_active
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self.checked_at = clock()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self.clock()
+        if now - self.checked_at >= self.interval_seconds:
+            self.checked_at = now
+            self.ensure_job_active()

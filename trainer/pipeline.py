@@ -114,7 +114,11 @@ def run_training_job(
     tracker, wandb_url = _start_tracking(job, work_dir, reporter)
     failed = True
     try:
-        from trainer.callbacks import CheckpointUploadCallback, LifecycleEventsCallback
+        from trainer.callbacks import (
+            CheckpointUploadCallback,
+            JobWatchCallback,
+            LifecycleEventsCallback,
+        )
 
         run.callbacks = [
             LifecycleEventsCallback(
@@ -127,6 +131,7 @@ def run_training_job(
                 metrics_plan=recipe.metrics,
             ),
             CheckpointUploadCallback(checkpoints),
+            JobWatchCallback(active, interval_seconds=settings.job_check_interval_seconds),
         ]
         run.report_to = ["wandb"] if tracker is not None else []
         outcome = recipe.train(run)

@@ -148,6 +148,11 @@ class TrainerSettings(ServiceSettings):
     progress_interval_seconds: float = Field(
         30.0, ge=0, validation_alias=env("TRAINER_PROGRESS_INTERVAL_SECONDS")
     )
+    # How often a training attempt reads its job record to learn that it was cancelled,
+    # deleted or superseded by another execution; at most this long on a GPU for nothing.
+    job_check_interval_seconds: float = Field(
+        60.0, ge=0, validation_alias=env("TRAINER_JOB_CHECK_SECONDS")
+    )
 
     @property
     def is_last_attempt(self) -> bool:

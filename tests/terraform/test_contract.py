@@ -26,6 +26,7 @@ NOT_FOR_THE_TRAINER = {
     "CLOUD_RUN_EXECUTION",  # set by Cloud Run
     "TRAINER_WORK_DIR",  # the default (/tmp/tuning) suits Cloud Run
     "TRAINER_PROGRESS_INTERVAL_SECONDS",  # the default suits every deployment
+    "TRAINER_JOB_CHECK_SECONDS",  # likewise (60 s)
 }
 
 

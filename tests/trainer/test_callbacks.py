@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.callbacks import LifecycleEventsCallback
+import pytest
+
+from trainer.callbacks import JobWatchCallback, LifecycleEventsCallback
+from trainer.errors import JobGone
 
 
 class RecordingReporter:
@@ -123,3 +126,27 @@ def test_method_metrics_go_out_with_progress_and_evaluations_carry_both() -> Non
     assert after_evaluation["eval_rewards_margins"] == 0.4
     assert after_evaluation["perplexity"] is None  # a DPO loss has no perplexity
     assert reported[2].eval_loss == 0.5  # the latest evaluation, carried with step 3's figures
+
+
+def test_the_job_is_read_once_per_interval_and_a_gone_job_stops_training() -> None:
+    clock, reads = Clock(), []
+
+    def ensure_job_active() -> None:
+        reads.append(clock.now)
+        if len(reads) == 2:
+            raise JobGone("job cancelled")
+
+    watch = JobWatchCallback(ensure_job_active, interval_seconds=60, clock=clock)
+
+    for _ in range(5):  # 50 s of steps: no read yet
+        clock.now += 10
+        watch.on_step_end(None, State(), None)
+    clock.now += 10
+    watch.on_step_end(None, State(), None)  # 60 s: the first read
+    assert reads == [160.0]
+    clock.now += 59
+    watch.on_step_end(None, State(), None)
+    with pytest.raises(JobGone):  # the Trainer lets it through, main() stops quietly
+        clock.now += 1
+        watch.on_step_end(None, State(), None)
+    assert reads == [160.0, 220.0]

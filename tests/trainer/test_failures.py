@@ -15,7 +15,7 @@ from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_js
 from trainer.checkpoints import CheckpointStore
 from trainer.errors import JobGone
 from trainer.main import main
-from tuning.events import EventType, FailedEvent
+from tuning.events import EventType, FailedEvent, ProgressEvent
 from tuning.jobs import ErrorType, JobStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,9 +30,14 @@ def request_for(stack: TrainerStack, model_uri: str, rows: list[object]) -> dict
 
 
 def run_trainer_process(
-    stack: TrainerStack, job_id: str, attempt: int = 0
+    stack: TrainerStack, job_id: str, attempt: int = 0, **variables: str
 ) -> subprocess.Popen[bytes]:
-    environment = {**os.environ, **stack.environ(job_id, attempt), "HF_HUB_OFFLINE": "1"}
+    environment = {
+        **os.environ,
+        **stack.environ(job_id, attempt),
+        "HF_HUB_OFFLINE": "1",
+        **variables,
+    }
     return subprocess.Popen(
         [sys.executable, "-c", PROBE],
         cwd=ROOT,
@@ -173,3 +178,39 @@ def test_checkpoints_count_once_marked_and_older_ones_are_dropped(
     assert latest is not None and latest.step == 4
     restored = store.download(latest, tmp_path / "restore")
     assert restored.name == "checkpoint-4" and (restored / "trainer_state.json").is_file()
+
+
+def test_an_attempt_stops_mid_training_once_its_job_is_cancelled(
+    stack: TrainerStack, tiny_gemma3: Path
+) -> None:
+    # E.g. Cloud Run never got the cancel, or this execution was started by a dispatcher that
+    # died before recording it and the job now runs elsewhere: the record is what counts.
+    request = request_for(stack, stack.upload_model(tiny_gemma3, "m"), colour_rows(24))
+    request["training_config"]["eval_config"] = None
+    request["training_config"]["hyperparameters"].update(
+        {"max_steps": 2000, "logging_steps": 1, "batch_size": 2, "save_steps": 10_000}
+    )
+    job_id = stack.submit(request)
+    process = run_trainer_process(stack, job_id, TRAINER_JOB_CHECK_SECONDS="0")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            isinstance(e, ProgressEvent)
+            for e in stack.pull_events(job_id, until_terminal=False, timeout=0)
+        ):
+            assert process.poll() is None, process.communicate()[0].decode()[-3000:]
+            assert time.monotonic() < deadline, "training never started"
+        stack.services(job_id).jobs.update(
+            job_id, lambda job: job.model_copy(update={"status": JobStatus.CANCELLED})
+        )
+        output = process.communicate(timeout=60)[0].decode()
+    finally:
+        process.kill()
+
+    assert process.returncode == 0, output[-3000:]
+    assert "stopping without writing" in output
+    events = stack.pull_events(job_id, until_terminal=False, timeout=2)
+    steps = [e.payload.step for e in events if isinstance(e, ProgressEvent)]
+    assert max(steps) < 2000
+    assert not any(e.type in (EventType.COMPLETED, EventType.FAILED) for e in events)
+    assert not stack.storage.list(f"gs://{stack.models_bucket}/trained_adapters/")
