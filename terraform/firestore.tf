@@ -15,8 +15,10 @@ resource "google_firestore_database" "default" {
 
 locals {
   # JobStore.list (tuning/gcp/firestore.py): optional equality filters on owner and status,
-  # newest first with job_id as the tie-breaker of the page cursor.
+  # newest first with job_id as the tie-breaker of the page cursor. Two order-by fields need a
+  # composite index even with no filter (an operator listing every job).
   job_list_indexes = {
+    all             = []
     by-status       = ["status"]
     by-owner        = ["owner"]
     by-owner-status = ["owner", "status"]

@@ -239,12 +239,13 @@ run "design" {
   }
   assert {
     condition = (
-      length(google_firestore_index.jobs) == 3
+      length(google_firestore_index.jobs) == 4
       && alltrue([
         for index in google_firestore_index.jobs :
         slice([for field in index.fields : "${field.field_path}:${field.order}"], length(index.fields) - 2, length(index.fields)) == ["created_at:DESCENDING", "job_id:DESCENDING"]
       ])
       && [for field in google_firestore_index.jobs["by-owner-status"].fields : field.field_path] == ["owner", "status", "created_at", "job_id"]
+      && [for field in google_firestore_index.jobs["all"].fields : field.field_path] == ["created_at", "job_id"]
       && [for field in google_firestore_index.events.fields : field.field_path] == ["timestamp", "event_id"]
     )
     error_message = "The composite indexes must match the job store's queries."

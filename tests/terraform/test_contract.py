@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pydantic import AliasChoices
 
 from tests.terraform.conftest import REPO
 from tuning import settings
+from tuning.gcp.firestore import JobStore
 
 FUNCTIONS_TF = REPO / "terraform" / "functions.tf"
 TRAINER_TF = REPO / "terraform" / "trainer.tf"
@@ -117,3 +119,19 @@ def test_the_trainer_build_declares_every_substitution_it_uses() -> None:
     used = set(re.findall(r"\$\{(_[A-Z0-9_]+)\}", path.read_text(encoding="utf-8")))
     assert used == set(config["substitutions"]), "Cloud Build rejects undeclared substitutions"
     assert config["options"]["logging"] == "CLOUD_LOGGING_ONLY"  # needed with --service-account
+
+
+def test_every_filter_combination_of_the_job_list_has_its_composite_index() -> None:
+    # JobStore.list_jobs filters by owner and/or status (or neither) and orders by two fields:
+    # each combination fails in Firestore without its composite index (the emulator never does).
+    text = (REPO / "terraform" / "firestore.tf").read_text(encoding="utf-8")
+    block = re.search(r"job_list_indexes = \{\n(.*?)\n  \}", text, flags=re.DOTALL)
+    assert block is not None
+    combinations = {
+        tuple(re.findall(r'"(\w+)"', fields))
+        for fields in re.findall(r"=\s*\[(.*?)\]", block.group(1))
+    }
+    parameters = inspect.signature(JobStore.list_jobs).parameters
+
+    assert {"owner", "status"} <= parameters.keys()
+    assert combinations == {(), ("status",), ("owner",), ("owner", "status")}
