@@ -13,6 +13,9 @@ step plus the figures of the latest evaluation, so that the job record never los
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,17 +147,55 @@ class LifecycleEventsCallback(TrainerCallback):
 
 
 class CheckpointUploadCallback(TrainerCallback):
-    """Uploads each checkpoint the Trainer saves; the store checks the job is still wanted."""
+    """Uploads each checkpoint the Trainer saves, in the background, so the GPU keeps
+    training while GCS receives it (minutes for full weights); the store checks first that
+    the job is still wanted.
 
-    def __init__(self, store: CheckpointStore) -> None:
+    The saved folder is snapshotted with hard links (instant, no copy) because the Trainer
+    deletes it when it saves the next one (`save_total_limit`). One upload runs at a time:
+    a save waits for the previous upload, and the end of training waits for the last;
+    an upload's error (the job gone, GCS failing) is raised there, in the training thread.
+    """
+
+    def __init__(self, store: CheckpointStore, staging_dir: Path) -> None:
         self.store = store
+        self.staging_dir = staging_dir
+        self._upload: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.wait()
         directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if directory.is_dir():
-            self.store.upload(directory, state.global_step)
-        else:
+        if not directory.is_dir():
             logger.warning("checkpoint %s was not written; nothing uploaded", directory)
+            return
+        snapshot = self.staging_dir / directory.name
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(directory, snapshot, copy_function=_link_or_copy)
+        self._upload = threading.Thread(
+            target=self._run, args=(snapshot, state.global_step), name="checkpoint-upload"
+        )
+        self._upload.start()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.wait()
+
+    def wait(self) -> None:
+        """Block until the running upload ends; raise what it raised."""
+        if self._upload is not None:
+            self._upload.join()
+            self._upload = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self, snapshot: Path, step: int) -> None:
+        try:
+            self.store.upload(snapshot, step)
+        except BaseException as error:  # re-raised in the training thread by wait()
+            self._error = error
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
 
 
 class JobWatchCallback(TrainerCallback):
@@ -180,3 +221,10 @@ class JobWatchCallback(TrainerCallback):
         if now - self.checked_at >= self.interval_seconds:
             self.checked_at = now
             self.ensure_job_active()
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(source, target)

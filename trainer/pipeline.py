@@ -130,7 +130,7 @@ def run_training_job(
                 or config.eval_config.compute_eval_metrics,
                 metrics_plan=recipe.metrics,
             ),
-            CheckpointUploadCallback(checkpoints),
+            CheckpointUploadCallback(checkpoints, staging_dir=work_dir / "checkpoint-uploads"),
             JobWatchCallback(active, interval_seconds=settings.job_check_interval_seconds),
         ]
         run.report_to = ["wandb"] if tracker is not None else []

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_jsonl
+from trainer.callbacks import CheckpointUploadCallback
 from trainer.checkpoints import CheckpointStore
 from trainer.errors import JobGone
 from trainer.main import main
@@ -214,3 +218,55 @@ def test_an_attempt_stops_mid_training_once_its_job_is_cancelled(
     assert max(steps) < 2000
     assert not any(e.type in (EventType.COMPLETED, EventType.FAILED) for e in events)
     assert not stack.storage.list(f"gs://{stack.models_bucket}/trained_adapters/")
+
+
+@dataclass
+class SavedAt:
+    output_dir: str
+    global_step: int = 4
+
+
+def test_a_checkpoint_uploads_in_the_background_from_a_snapshot(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    upload_may_start = threading.Event()
+    layout = stack.settings("any-job").layout
+    store = CheckpointStore(
+        stack.storage, layout, "any-job", ensure_job_active=upload_may_start.wait
+    )
+    uploads = CheckpointUploadCallback(store, staging_dir=tmp_path / "staging")
+    saved = tmp_path / "output" / "checkpoint-4"
+    saved.mkdir(parents=True)
+    (saved / "adapter_model.safetensors").write_bytes(b"weights at step 4")
+    at = SavedAt(output_dir=str(tmp_path / "output"))
+
+    uploads.on_save(at, at, None)  # returns while the upload waits: training goes on
+    shutil.rmtree(saved)  # as the Trainer does on its next save (save_total_limit)
+    assert store.complete_steps() == []
+    upload_may_start.set()
+    uploads.on_train_end(at, at, None)
+
+    latest = store.latest()
+    assert latest is not None and latest.step == 4
+    restored = store.download(latest, tmp_path / "restore")
+    assert (restored / "adapter_model.safetensors").read_bytes() == b"weights at step 4"
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_a_background_upload_error_surfaces_in_the_training_thread(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    def gone() -> None:
+        raise JobGone("deleted")
+
+    store = CheckpointStore(
+        stack.storage, stack.settings("any-job").layout, "any-job", ensure_job_active=gone
+    )
+    uploads = CheckpointUploadCallback(store, staging_dir=tmp_path / "staging")
+    (tmp_path / "output" / "checkpoint-4").mkdir(parents=True)
+    at = SavedAt(output_dir=str(tmp_path / "output"))
+    uploads.on_save(at, at, None)
+
+    with pytest.raises(JobGone):
+        uploads.on_train_end(at, at, None)
+    assert store.complete_steps() == []
