@@ -6,7 +6,8 @@ LoRA and QLoRA. Every uploaded directory has complete tokenizer files (and a
 vision model's processor files) and a generation config that stops at
 <end_of_turn>. GGUF files are converted from the 16-bit merge (made locally when
 only the adapter is uploaded), each checked by `trainer.gguf`, and land in
-`gguf_models/{job_id}/model-{quant}.gguf`. Each upload first checks the job is
+`gguf_models/{job_id}/model-{quant}.gguf` (and in the Hub repository, beside the
+weights, when that is the destination). Each upload first checks the job is
 still wanted, so a cancelled or deleted job gets no files.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +136,10 @@ def export_model(
     if job.export_config.destination is Destination.HFHUB:
         if hub is None or not job.hf_token or not job.export_config.hf_repo_id:
             raise UserError("destination 'hfhub' needs hf_repo_id and an hf_token")
+        if quantizations:
+            # The repository carries the GGUF files beside the weights, as Hub users expect.
+            for gguf in sorted(_gguf_dir(job).glob("model-*.gguf")):
+                _link_or_copy(gguf, publishable / gguf.name)
         ensure_job_active()
         artifacts["hub_url"] = hub.upload(
             publishable,
@@ -162,6 +169,18 @@ def prepare_gguf_export(config: TrainingConfig) -> LlamaCppTools | None:
     return tools
 
 
+def _gguf_dir(job: ExportJob) -> Path:
+    return job.work_dir / "gguf"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)  # no second copy of a multi-GB file
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _export_gguf_files(
     job: ExportJob,
     sixteen_bit_dir: Path,
@@ -173,7 +192,7 @@ def _export_gguf_files(
     """Convert, verify and upload each requested quantization; the Artifacts fields for them."""
     quantizations = job.export_config.quantizations
     tools = job.gguf_tools or LlamaCppTools.locate()
-    out_dir = job.work_dir / "gguf"
+    out_dir = _gguf_dir(job)
     written = export_gguf(
         sixteen_bit_dir, out_dir, quantizations, tools=tools, model_name=job.job_id
     )

@@ -184,3 +184,16 @@ class TrainerStack:
             terminal = any(e.type.value in ("completed", "failed", "cancelled") for e in mine)
             if not until_terminal or terminal or time.monotonic() > deadline:
                 return mine
+
+
+class RecordingHubUploader:
+    """Stands in for the Hub (unreachable here): records what would be published."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def upload(self, folder: Path, *, repo_id: str, token: str, commit_message: str) -> str:
+        self.calls.append(
+            {"files": sorted(p.name for p in folder.iterdir()), "repo_id": repo_id, "token": token}
+        )
+        return f"https://huggingface.co/{repo_id}"

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_jsonl
+from tests.trainer.harness import (
+    RecordingHubUploader,
+    TrainerStack,
+    base_request,
+    colour_rows,
+    to_jsonl,
+)
 from trainer.llama_cpp import LLAMA_CPP_DIR_ENV
 from trainer.main import main
 from tuning.events import CompletedEvent, EventType
@@ -105,3 +111,28 @@ def test_a_model_llama_cpp_would_misread_is_refused_before_training(
     assert EventType.TRAINING not in [e.type for e in events]
     error = events[-1].payload.error
     assert error.type is ErrorType.SYSTEM and "layer_types" in error.message
+
+
+def test_a_hub_destination_gets_the_gguf_files_beside_the_weights(
+    stack: TrainerStack, tiny_gemma3_gguf: Path, llama_cpp: None
+) -> None:
+    request = gguf_request(stack, stack.upload_model(tiny_gemma3_gguf, "tiny-gguf"), "f16")
+    request["training_config"]["export_config"].update(  # type: ignore[union-attr]
+        {"destination": "hfhub", "hf_repo_id": "someone/tiny-colours-gguf"}
+    )
+    request["hf_token"] = "hf-token-for-the-gguf-hub-test"
+    job_id = stack.submit(request)
+    hub = RecordingHubUploader()
+
+    code = main(settings=stack.settings(job_id), services=stack.services(job_id), hub_uploader=hub)
+
+    events = stack.pull_events(job_id)
+    assert code == 0 and isinstance(events[-1], CompletedEvent), events[-1]
+    (published,) = hub.calls
+    assert published["repo_id"] == "someone/tiny-colours-gguf"
+    assert "model-f16.gguf" in published["files"]
+    assert "adapter_model.safetensors" in published["files"]
+    # GCS keeps its own copy where the download route looks for it.
+    assert events[-1].payload.artifacts.gguf_files == {
+        "f16": f"gs://{stack.models_bucket}/gguf_models/{job_id}/model-f16.gguf"
+    }

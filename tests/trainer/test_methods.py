@@ -5,22 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_jsonl
+from tests.trainer.harness import (
+    RecordingHubUploader,
+    TrainerStack,
+    base_request,
+    colour_rows,
+    to_jsonl,
+)
 from trainer.main import main
 from tuning.events import CompletedEvent, EventType
-
-
-class RecordingHubUploader:
-    """Stands in for the Hub (unreachable here): records what would be published."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def upload(self, folder: Path, *, repo_id: str, token: str, commit_message: str) -> str:
-        self.calls.append(
-            {"files": sorted(p.name for p in folder.iterdir()), "repo_id": repo_id, "token": token}
-        )
-        return f"https://huggingface.co/{repo_id}"
 
 
 def small_request(stack: TrainerStack, model: Path, **hyperparameters: Any) -> dict[str, Any]:
