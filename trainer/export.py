@@ -85,6 +85,7 @@ class ExportJob:
     attention: str
     hf_token: str | None
     gguf_tools: LlamaCppTools | None = None  # located before training when GGUF is wanted
+    warn: Callable[[str], None] = logger.warning  # tells the job (a `message` event)
 
 
 def export_model(
@@ -194,7 +195,7 @@ def _export_gguf_files(
     tools = job.gguf_tools or LlamaCppTools.locate()
     out_dir = _gguf_dir(job)
     written = export_gguf(
-        sixteen_bit_dir, out_dir, quantizations, tools=tools, model_name=job.job_id
+        sixteen_bit_dir, out_dir, quantizations, tools=tools, model_name=job.job_id, warn=job.warn
     )
     ensure_job_active()
     # export_gguf leaves exactly the verified model-{quant}.gguf files in out_dir.

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,11 +356,16 @@ def export_gguf(
     tools: LlamaCppTools,
     verify: bool = True,
     model_name: str | None = None,
+    memory_limit: int | None = None,
+    warn: Callable[[str], None] = logger.warning,
 ) -> dict[GgufQuantization, Path]:
     """Write `out_dir/model-{quant}.gguf` for each quantization, each verified; return the paths.
 
     `merged_dir` is a HF model directory in 16 bits with tokenizer.json and tokenizer.model.
     Only verified files are moved into `out_dir`; a failure leaves no partial file behind.
+    The logits comparison holds a float32 copy of the model in memory; when that would not
+    fit in `memory_limit` bytes (by default what this machine or container has free), only
+    the metadata and vocabulary checks run and `warn` says so.
     """
     wanted = list(dict.fromkeys(GgufQuantization(q) for q in quantizations))
     if not wanted:
@@ -370,7 +375,8 @@ def export_gguf(
         tools.require_quantizer()  # fail now, not after the 16-bit conversions
     out_dir.mkdir(parents=True, exist_ok=True)
     name = model_name or merged_dir.name
-    reference = reference_logits(merged_dir) if verify else None
+    check_logits = verify and _logit_check_fits(merged_dir, memory_limit, warn)
+    reference = reference_logits(merged_dir) if check_logits else None
     written: dict[GgufQuantization, Path] = {}
     with tempfile.TemporaryDirectory(prefix=".gguf-export-", dir=out_dir) as scratch_name:
         scratch = Path(scratch_name)
@@ -400,7 +406,9 @@ def export_gguf(
         for quantization in wanted:
             path = converted[quantization]
             if verify:
-                verify_gguf(path, merged_dir, quantization, reference=reference)
+                verify_gguf(
+                    path, merged_dir, quantization, reference=reference, check_logits=check_logits
+                )
             written[quantization] = out_dir / path.name
         for quantization, target in written.items():
             os.replace(converted[quantization], target)
@@ -443,15 +451,21 @@ def read_gguf(path: Path) -> GgufContents:
 
 
 @dataclass(frozen=True)
-class ReferenceLogits:
-    """The merged model's next-token logits on the fixed prompts, computed once per export."""
+class TokenizerFacts:
+    """What the GGUF's vocabulary and metadata must say, from the merged model's tokenizer."""
 
-    input_ids: list[list[int]]
-    logits: Any  # numpy [positions, vocab]
     special_token_ids: dict[str, int]  # bos, eos and the turn markers: token -> id
     bos_token_id: int
     eos_token_id: int
     chat_template: str | None
+
+
+@dataclass(frozen=True)
+class ReferenceLogits(TokenizerFacts):
+    """The merged model's next-token logits on the fixed prompts, computed once per export."""
+
+    input_ids: list[list[int]]
+    logits: Any  # numpy [positions, vocab]
 
 
 def _prompt_ids(tokenizer: Any) -> list[list[int]]:
@@ -487,6 +501,21 @@ def _logits(model: Any, prompts: list[list[int]]) -> Any:
     return np.concatenate(rows)
 
 
+def _tokenizer_facts(tokenizer: Any) -> TokenizerFacts:
+    return TokenizerFacts(
+        special_token_ids=_special_token_ids(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+    )
+
+
+def tokenizer_facts(merged_dir: Path) -> TokenizerFacts:
+    from transformers import AutoTokenizer
+
+    return _tokenizer_facts(AutoTokenizer.from_pretrained(merged_dir))
+
+
 def reference_logits(merged_dir: Path, *, device: str = "cpu") -> ReferenceLogits:
     """Load the merged model in float32 and compute its logits on the fixed prompts."""
     import torch
@@ -500,14 +529,61 @@ def reference_logits(merged_dir: Path, *, device: str = "cpu") -> ReferenceLogit
         logits = _logits(model, prompts)
     finally:
         del model
-    return ReferenceLogits(
-        input_ids=prompts,
-        logits=logits,
-        special_token_ids=_special_token_ids(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+    facts = _tokenizer_facts(tokenizer)
+    return ReferenceLogits(**vars(facts), input_ids=prompts, logits=logits)
+
+
+# A float32 model in memory, with room for the loader's temporary copies (a GGUF is
+# dequantized tensor by tensor) and the activations of a few short prompts.
+FLOAT32_OVERHEAD = 1.5
+
+
+def float32_bytes(merged_dir: Path) -> int:
+    """What the 16-bit merged model weighs once loaded in float32."""
+    return 2 * sum(path.stat().st_size for path in merged_dir.glob("*.safetensors"))
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may still use: the container's limit when it has one, else the
+    machine's available memory."""
+    available = _meminfo_available()
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max" or a huge number: no limit
+            available = min(available, int(limit) - usage)
+    return max(available, 0)
+
+
+def _meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _logit_check_fits(
+    merged_dir: Path, memory_limit: int | None, warn: Callable[[str], None]
+) -> bool:
+    needed = int(FLOAT32_OVERHEAD * float32_bytes(merged_dir))
+    available = available_memory_bytes() if memory_limit is None else memory_limit
+    if needed <= available:
+        return True
+    warn(
+        f"GGUF files checked for metadata and vocabulary only: comparing their logits with "
+        f"the merged model needs about {needed / 2**30:.1f} GiB of memory, "
+        f"{available / 2**30:.1f} GiB is free"
     )
+    return False
 
 
 def gguf_logits(
@@ -547,33 +623,40 @@ def verify_gguf(
     *,
     reference: ReferenceLogits | None = None,
     device: str = "cpu",
-) -> LogitDifference:
-    """Check one GGUF against the merged model; raise GgufExportError saying what differs."""
+    check_logits: bool = True,
+) -> LogitDifference | None:
+    """Check one GGUF against the merged model; raise GgufExportError saying what differs.
+
+    Returns the logit difference, or None when `check_logits` is off (metadata and
+    vocabulary checked only)."""
     quantization = GgufQuantization(quantization)
     label = f"{gguf_path.name} ({quantization.value})"
     config = _read_json(merged_dir / "config.json")
     if config.get("model_type") not in ARCHITECTURES:
         raise UnsupportedError(f"cannot verify GGUF of a {config.get('model_type')!r} model")
-    reference = reference or reference_logits(merged_dir, device=device)
+    if check_logits:
+        reference = reference or reference_logits(merged_dir, device=device)
+    tokens = reference or tokenizer_facts(merged_dir)
     contents = read_gguf(gguf_path)
 
     expected = expected_metadata(config) | {
         "general.file_type": FILE_TYPES[quantization],
-        "tokenizer.ggml.bos_token_id": reference.bos_token_id,
-        "tokenizer.ggml.eos_token_id": reference.eos_token_id,
+        "tokenizer.ggml.bos_token_id": tokens.bos_token_id,
+        "tokenizer.ggml.eos_token_id": tokens.eos_token_id,
     }
-    if reference.chat_template:  # what llama.cpp and Ollama format chats with
-        expected["tokenizer.chat_template"] = reference.chat_template
+    if tokens.chat_template:  # what llama.cpp and Ollama format chats with
+        expected["tokenizer.chat_template"] = tokens.chat_template
     problems = metadata_mismatches(contents.metadata, expected)
     if len(contents.tokens) != config.get("vocab_size"):
         problems.append(
             f"{len(contents.tokens)} tokens, expected vocab_size {config.get('vocab_size')}"
         )
-    problems += vocabulary_problems(
-        contents.tokens, contents.token_types, reference.special_token_ids
-    )
+    problems += vocabulary_problems(contents.tokens, contents.token_types, tokens.special_token_ids)
     if problems:
         raise GgufExportError(f"{label} does not match the merged model: " + "; ".join(problems))
+    if not check_logits or reference is None:
+        logger.info("%s matches the merged model's metadata and vocabulary", label)
+        return None
 
     try:
         logits = gguf_logits(gguf_path, merged_dir, reference.input_ids, device, label)

@@ -148,6 +148,7 @@ def run_training_job(
                 attention=attention,
                 hf_token=job.hf_token,
                 gguf_tools=gguf_tools,
+                warn=functools.partial(_warn, reporter),
             ),
             trainer=outcome.trainer,
             tokenizer=tokenizer,

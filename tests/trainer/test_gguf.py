@@ -242,3 +242,39 @@ def test_a_layer_pattern_llama_cpp_would_not_run_is_refused_before_converting(
     nowhere = LlamaCppTools(source_dir=tmp_path / "no-llama-cpp")  # must not be reached
     with pytest.raises(GgufExportError, match=r"llama\.cpp makes every sixth layer global"):
         export_gguf(tiny_gemma3, tmp_path / "out", [Q.F16], tools=nowhere)
+
+
+def test_without_memory_for_the_logits_only_metadata_and_vocabulary_are_checked(
+    tools: LlamaCppTools, merged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tolerance nothing meets: had the logits been compared, the export would fail.
+    monkeypatch.setitem(gguf.TOLERANCES, Q.Q8_0, Tolerance(0.0, 0.0, 1.0))
+    warnings: list[str] = []
+
+    files = export_gguf(
+        merged, tmp_path / "out", [Q.Q8_0], tools=tools, memory_limit=1, warn=warnings.append
+    )
+
+    assert files[Q.Q8_0].is_file()
+    (warning,) = warnings
+    assert "metadata and vocabulary only" in warning and "GiB" in warning
+
+
+def test_the_vocabulary_check_runs_without_the_logits(
+    f16_copy: Path, merged: Path, reference: ReferenceLogits
+) -> None:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(f16_copy, "r+")
+    field = reader.fields["tokenizer.ggml.token_type"]
+    field.parts[field.data[reference.special_token_ids["<end_of_turn>"]]][...] = 1  # normal
+    reader.data.flush()
+    del reader, field
+    with pytest.raises(GgufExportError, match=r"'<end_of_turn>' .* has token type normal"):
+        verify_gguf(f16_copy, merged, Q.F16, check_logits=False)
+
+
+def test_free_memory_is_measured_within_the_machine() -> None:
+    available = gguf.available_memory_bytes()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < available <= total
