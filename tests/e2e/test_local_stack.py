@@ -77,11 +77,13 @@ def test_download_fetches_the_merged_model(
 
 
 def test_watch_shows_a_progress_bar_that_advances(local_stack: LocalStack) -> None:
-    job_id = local_stack.submit(quick_request(local_stack, max_steps=12), "watched")
+    # Long enough (several of the local stack's 1 s progress intervals, even on a fast
+    # machine) for the 0.5 s polls to see the bar at more than one step.
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=60), "watched")
 
     result = local_stack.cli("watch", job_id, "--interval", "0.5", "--timeout", "300")
 
-    steps = {part.split("/")[0].split()[-1] for part in result.stderr.split("|") if "/12" in part}
+    steps = {part.split("/")[0].split()[-1] for part in result.stderr.split("|") if "/60" in part}
     assert result.returncode == 0
     assert len(steps) >= 2, result.stderr[-2000:]
     assert "completed" in result.stdout
