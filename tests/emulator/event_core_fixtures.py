@@ -18,6 +18,7 @@ from tuning.errors import TuningError
 from tuning.gcp.pubsub import PubSubAdmin
 from tuning.jobs import JobRecord
 from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.local.scratch import unique_names
 from tuning.services import Services
 from tuning.settings import LauncherSettings
 
@@ -70,14 +71,7 @@ def start_core(unique: str, **variables: str) -> Core:
     project = os.environ["GOOGLE_CLOUD_PROJECT"]
     settings = LauncherSettings.from_env(
         {
-            "PROJECT_ID": project,
-            "GCS_CONFIG_BUCKET_NAME": f"config-{unique}",
-            "GCS_DATA_BUCKET_NAME": f"data-{unique}",
-            "GCS_MODELS_BUCKET_NAME": f"models-{unique}",
-            "TRAINING_REQUESTS_TOPIC": f"requests-{unique}",
-            "JOB_EVENTS_TOPIC": f"events-{unique}",
-            "JOB_NOTIFICATIONS_TOPIC": f"notifications-{unique}",
-            "JOBS_COLLECTION": f"jobs_{unique}",
+            **unique_names(unique),
             "SECRET_BACKEND": "local",
             **variables,
         }

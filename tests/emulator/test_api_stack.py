@@ -28,6 +28,7 @@ from tuning.gcp.pubsub import PubSubAdmin
 from tuning.http import LOCAL_CALLER_HEADER, Api
 from tuning.jobs import Artifacts, JobRecord, JobStatus, Metrics, new_job_record
 from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.local.scratch import unique_names
 from tuning.services import Services
 from tuning.spec import parse_train_request
 
@@ -100,14 +101,7 @@ class ApiStack:
     ) -> ApiStack:
         project = os.environ["GOOGLE_CLOUD_PROJECT"]
         environment = {
-            "PROJECT_ID": project,
-            "GCS_CONFIG_BUCKET_NAME": f"config-{unique}",
-            "GCS_DATA_BUCKET_NAME": f"data-{unique}",
-            "GCS_MODELS_BUCKET_NAME": f"models-{unique}",
-            "TRAINING_REQUESTS_TOPIC": f"requests-{unique}",
-            "JOB_EVENTS_TOPIC": f"events-{unique}",
-            "JOB_NOTIFICATIONS_TOPIC": f"notifications-{unique}",
-            "JOBS_COLLECTION": f"jobs_{unique}",
+            **unique_names(unique),
             "SECRET_BACKEND": "local",
             "TUNING_LOCAL_SECRETS_FILE": str(tmp_path / "secrets" / "local.json"),
             "TUNING_LOCAL_SIGNER_KEY_FILE": str(tmp_path / "signer" / "key.json"),

@@ -18,6 +18,7 @@ from tuning.local.functions import (
     start_function,
     stop_function,
 )
+from tuning.local.scratch import unique_names
 from tuning.settings import ServiceSettings
 
 BUCKETS = {  # settings that parse; these servers never reach a bucket
@@ -29,17 +30,7 @@ BUCKETS = {  # settings that parse; these servers never reach a bucket
 
 @pytest.fixture
 def settings(unique: str) -> ServiceSettings:
-    return ServiceSettings.from_env(
-        {
-            "PROJECT_ID": os.environ["GOOGLE_CLOUD_PROJECT"],
-            "GCS_CONFIG_BUCKET_NAME": f"config-{unique}",
-            "GCS_DATA_BUCKET_NAME": f"data-{unique}",
-            "GCS_MODELS_BUCKET_NAME": f"models-{unique}",
-            "TRAINING_REQUESTS_TOPIC": f"requests-{unique}",
-            "JOB_EVENTS_TOPIC": f"events-{unique}",
-            "JOB_NOTIFICATIONS_TOPIC": f"notifications-{unique}",
-        }
-    )
+    return ServiceSettings.from_env(unique_names(unique))
 
 
 def test_bootstrap_wires_topics_subscriptions_and_buckets_idempotently(settings, unique):

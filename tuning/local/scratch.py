@@ -53,12 +53,10 @@ DISPATCH_POLICY = DeliveryPolicy(ack_deadline_seconds=30, max_delivery_attempts=
 EVENTS_POLICY = DeliveryPolicy(ack_deadline_seconds=30, max_delivery_attempts=10)
 
 
-def scratch_environment(workdir: Path, unique: str, **variables: str) -> dict[str, str]:
-    """The deployables' settings for a stack whose names end in `unique`; `variables` win."""
+def unique_names(unique: str) -> dict[str, str]:
+    """Project, buckets, topics and collection of their own, for stacks sharing emulators."""
     return {
-        **os.environ,
         "PROJECT_ID": os.environ["GOOGLE_CLOUD_PROJECT"],
-        "REGION": "local",
         "GCS_CONFIG_BUCKET_NAME": f"config-{unique}",
         "GCS_DATA_BUCKET_NAME": f"data-{unique}",
         "GCS_MODELS_BUCKET_NAME": f"models-{unique}",
@@ -66,6 +64,15 @@ def scratch_environment(workdir: Path, unique: str, **variables: str) -> dict[st
         "JOB_EVENTS_TOPIC": f"events-{unique}",
         "JOB_NOTIFICATIONS_TOPIC": f"notifications-{unique}",
         "JOBS_COLLECTION": f"jobs_{unique}",
+    }
+
+
+def scratch_environment(workdir: Path, unique: str, **variables: str) -> dict[str, str]:
+    """The deployables' settings for a stack whose names end in `unique`; `variables` win."""
+    return {
+        **os.environ,
+        **unique_names(unique),
+        "REGION": "local",
         "SECRET_BACKEND": "local",
         "TUNING_LOCAL_SECRETS_FILE": str(workdir / "secrets.json"),
         "TUNING_LOCAL_SIGNER_KEY_FILE": str(workdir / "signer-key.json"),
