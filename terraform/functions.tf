@@ -72,6 +72,8 @@ locals {
     MAX_CONCURRENT_JOBS     = tostring(var.max_concurrent_jobs)
     RECONCILE_STALE_SECONDS = tostring(var.reconcile_stale_seconds)
     LOG_FORMAT              = "json"
+    # 0: no per-caller share; otherwise one caller's jobs hold at most this many slots.
+    MAX_CONCURRENT_JOBS_PER_OWNER = tostring(var.max_concurrent_jobs_per_owner)
   }
 
   function_source_dir = startswith(var.function_source_dir, "/") ? var.function_source_dir : "${path.module}/${var.function_source_dir}"

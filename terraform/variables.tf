@@ -129,6 +129,16 @@ variable "max_concurrent_jobs" {
   }
 }
 
+variable "max_concurrent_jobs_per_owner" {
+  description = "How many of those one caller's jobs may run at once (0: no per-caller limit), so that one person's batch of jobs cannot take every GPU. Counts only jobs submitted with a caller identity."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.max_concurrent_jobs_per_owner >= 0 && var.max_concurrent_jobs_per_owner <= 1000 && floor(var.max_concurrent_jobs_per_owner) == var.max_concurrent_jobs_per_owner
+    error_message = "max_concurrent_jobs_per_owner must be a whole number between 0 and 1000."
+  }
+}
+
 variable "reconcile_stale_seconds" {
   description = "How long after its execution ended without a final event reconcile marks a job failed."
   type        = number

@@ -1,11 +1,13 @@
-"""GPU slots: at most `MAX_CONCURRENT_JOBS` jobs run at once, even under concurrent dispatch.
+"""GPU slots: at most `MAX_CONCURRENT_JOBS` jobs run at once, even under concurrent dispatch,
+and at most `MAX_CONCURRENT_JOBS_PER_OWNER` of them (when set) for any one caller, so that
+one team member's batch of jobs cannot take every GPU.
 
 One capacity document per trainer job (GPU tier), `{jobs_collection}_capacity/{trainer_job}`,
-lists the jobs holding a slot. A job's dispatch claim and its slot are written in
-one transaction, so two deliveries can never both take the last slot. Nobody
-frees a slot when a job ends: the next claim drops holders whose job is gone or
-terminal (a terminal status never changes back, so reading it outside the
-transaction is safe). That keeps the capacity document out of the hot path of
+lists the jobs holding a slot (`holders`) and whose each is (`owners`). A job's dispatch
+claim and its slot are written in one transaction, so two deliveries can never both take
+the last slot. Nobody frees a slot when a job ends: the next claim drops holders whose
+job is gone or terminal (a terminal status never changes back, so reading it outside
+the transaction is safe). That keeps the capacity document out of the hot path of
 `on_job_event`, which would otherwise contend on it from another process.
 """
 
@@ -32,6 +34,7 @@ _process_locks_guard = threading.Lock()
 class ClaimOutcome(StrEnum):
     CLAIMED = "claimed"  # this delivery holds the job's claim and a slot: launch it
     AT_CAPACITY = "at_capacity"  # every slot is taken: the job waits, queued
+    OWNER_AT_LIMIT = "owner_at_limit"  # its owner's share is taken: the job waits, queued
     IN_PROGRESS = "in_progress"  # another delivery claimed it moments ago
     DISPATCHED = "dispatched"  # it already has an execution
     NOT_QUEUED = "not_queued"  # cancelled, failed or done
@@ -55,6 +58,24 @@ class ClaimAttempt:
     claim_timeout: timedelta  # an older claim is taken over: its dispatcher died
     limit: int
     finished: frozenset[str]  # holders whose job is deleted or terminal
+    owner_limit: int | None = None  # slots one owner may hold; None: no per-owner limit
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What the capacity document holds: when each holder claimed, and whose job it is."""
+
+    holders: dict[str, datetime]
+    owners: dict[str, str]
+
+    def without(self, finished: frozenset[str]) -> Slots:
+        return Slots(
+            {job: at for job, at in self.holders.items() if job not in finished},
+            {job: owner for job, owner in self.owners.items() if job not in finished},
+        )
+
+    def held_by(self, owner: str) -> int:
+        return sum(1 for job in self.holders if self.owners.get(job) == owner)
 
 
 @dataclass(frozen=True)
@@ -63,16 +84,14 @@ class Decision:
 
     claim: Claim
     job_changes: dict[str, Any] | None = None
-    holders: dict[str, datetime] | None = None
+    slots: Slots | None = None
 
     @property
     def writes(self) -> bool:
-        return self.job_changes is not None or self.holders is not None
+        return self.job_changes is not None or self.slots is not None
 
 
-def decide_claim(
-    attempt: ClaimAttempt, job: JobRecord | None, holders: dict[str, datetime]
-) -> Decision:
+def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> Decision:
     """What a claim does to the job and the slots, as a pure function of what it read."""
     if job is None:
         return Decision(Claim(ClaimOutcome.MISSING))
@@ -83,27 +102,43 @@ def decide_claim(
     claimed_at = job.dispatch_claimed_at
     if job.dispatch_claim and claimed_at and attempt.now - claimed_at < attempt.claim_timeout:
         return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
-    kept = {key: value for key, value in holders.items() if key not in attempt.finished}
-    if attempt.job_id not in kept and len(kept) >= attempt.limit:
-        reason = waiting_reason(len(kept), attempt.limit)
-        return Decision(
-            Claim(ClaimOutcome.AT_CAPACITY, job, in_use=len(kept)),
-            job_changes=None if job.status_reason == reason else {"status_reason": reason},
-            holders=None if kept == holders else kept,
-        )
-    kept[attempt.job_id] = attempt.now
+    kept = slots.without(attempt.finished)
+    pruned = None if kept == slots else kept
+    if attempt.job_id not in kept.holders:
+        wait: tuple[ClaimOutcome, str] | None = None
+        if len(kept.holders) >= attempt.limit:
+            wait = ClaimOutcome.AT_CAPACITY, waiting_reason(len(kept.holders), attempt.limit)
+        elif attempt.owner_limit and job.owner and kept.held_by(job.owner) >= attempt.owner_limit:
+            wait = ClaimOutcome.OWNER_AT_LIMIT, owner_waiting_reason(attempt.owner_limit)
+        if wait is not None:
+            outcome, reason = wait
+            return Decision(
+                Claim(outcome, job, in_use=len(kept.holders)),
+                job_changes=None if job.status_reason == reason else {"status_reason": reason},
+                slots=pruned,
+            )
+    owners = dict(kept.owners)
+    if job.owner:
+        owners[attempt.job_id] = job.owner
+    claimed = Slots({**kept.holders, attempt.job_id: attempt.now}, owners)
     changes = {
         "dispatch_claim": attempt.claim_id,
         "dispatch_claimed_at": attempt.now,
         "status_reason": CLAIMED_REASON,
     }
     return Decision(
-        Claim(ClaimOutcome.CLAIMED, job, in_use=len(kept)), job_changes=changes, holders=kept
+        Claim(ClaimOutcome.CLAIMED, job, in_use=len(claimed.holders)),
+        job_changes=changes,
+        slots=claimed,
     )
 
 
 def waiting_reason(in_use: int, limit: int) -> str:
     return f"waiting for a free trainer slot ({in_use} of {limit} in use)"
+
+
+def owner_waiting_reason(limit: int) -> str:
+    return f"waiting for one of the owner's running jobs to end (at most {limit} at once)"
 
 
 def _process_lock(key: str) -> threading.Lock:
@@ -115,41 +150,52 @@ def _process_lock(key: str) -> threading.Lock:
 class GpuSlots:
     """The slots of one trainer pool, changed only in transactions with a job's claim."""
 
-    def __init__(self, jobs: JobStore, *, pool: str, limit: int) -> None:
+    def __init__(
+        self, jobs: JobStore, *, pool: str, limit: int, owner_limit: int | None = None
+    ) -> None:
         self.jobs = jobs
         self.limit = limit
+        self.owner_limit = owner_limit
         self.document = jobs.client.collection(f"{jobs.jobs.id}_capacity").document(pool)
         self._lock = _process_lock(self.document.path)
 
     @classmethod
     def for_settings(cls, jobs: JobStore, settings: LauncherSettings) -> GpuSlots:
-        return cls(jobs, pool=settings.trainer_job_name, limit=settings.max_concurrent_jobs)
+        return cls(
+            jobs,
+            pool=settings.trainer_job_name,
+            limit=settings.max_concurrent_jobs,
+            owner_limit=settings.max_concurrent_jobs_per_owner or None,
+        )
 
-    def holders(self) -> dict[str, datetime]:
+    def slots(self) -> Slots:
         """Jobs holding a slot now (terminal ones included until the next claim drops them)."""
         with contended_transaction():
-            snapshot = self.document.get()
-        return dict((snapshot.to_dict() or {}).get("holders", {}))
+            return _slots_of(self.document.get())
+
+    def holders(self) -> dict[str, datetime]:
+        return self.slots().holders
 
     def claim(
         self, job_id: str, *, claim_id: str, now: datetime, claim_timeout: timedelta
     ) -> Claim:
         """Claim a queued job and a slot for it in one transaction."""
         with self._lock:
-            holders = self.holders()
+            slots = self.slots()
             attempt = ClaimAttempt(
                 job_id=job_id,
                 claim_id=claim_id,
                 now=now,
                 claim_timeout=claim_timeout,
                 limit=self.limit,
-                finished=frozenset(self._finished(holders)),
+                finished=frozenset(self._finished(slots.holders)),
+                owner_limit=self.owner_limit,
             )
             # Most deliveries change nothing (a duplicate, a job still waiting for a slot):
             # decide those on plain reads. What they read can only have moved on towards
             # "finished" or "claimed" since, so the answer stays right. Anything that
             # writes is decided again on what the transaction reads.
-            decision = decide_claim(attempt, self.jobs.find(job_id), holders)
+            decision = decide_claim(attempt, self.jobs.find(job_id), slots)
             if not decision.writes:
                 return decision.claim
             return cast(
@@ -158,9 +204,9 @@ class GpuSlots:
 
     def _claim_in(self, transaction: Any, attempt: ClaimAttempt) -> Claim:
         job = _read_job(self.jobs.jobs.document(attempt.job_id), transaction)
-        decision = decide_claim(attempt, job, self._read_holders(transaction))
-        if decision.holders is not None:
-            self._write_holders(transaction, decision.holders, attempt.now)
+        decision = decide_claim(attempt, job, _slots_of(self.document.get(transaction=transaction)))
+        if decision.slots is not None:
+            self._write_slots(transaction, decision.slots, attempt.now)
         if job is not None and decision.job_changes is not None:
             return replace(
                 decision.claim, job=self._write_job(transaction, job, **decision.job_changes)
@@ -175,7 +221,7 @@ class GpuSlots:
             job = _read_job(reference, transaction)
             if job is not None and (job.dispatch_claim != claim_id or job.execution):
                 return  # another delivery took over the claim (and the slot with it)
-            holders = self._read_holders(transaction)
+            slots = _slots_of(self.document.get(transaction=transaction))
             if job is not None:
                 self._write_job(
                     transaction,
@@ -184,8 +230,8 @@ class GpuSlots:
                     dispatch_claimed_at=None,
                     status_reason=reason[:500],
                 )
-            if holders.pop(job_id, None) is not None:
-                self._write_holders(transaction, holders, utcnow())
+            if job_id in slots.holders:
+                self._write_slots(transaction, slots.without(frozenset({job_id})), utcnow())
 
         with self._lock:
             self._transact(undo)
@@ -204,12 +250,17 @@ class GpuSlots:
                 finished.add(snapshot.id)
         return finished
 
-    def _read_holders(self, transaction: Any) -> dict[str, datetime]:
-        snapshot = self.document.get(transaction=transaction)
-        return dict((snapshot.to_dict() or {}).get("holders", {}))
-
-    def _write_holders(self, transaction: Any, holders: dict[str, datetime], now: datetime) -> None:
-        transaction.set(self.document, {"holders": holders, "limit": self.limit, "updated_at": now})
+    def _write_slots(self, transaction: Any, slots: Slots, now: datetime) -> None:
+        transaction.set(
+            self.document,
+            {
+                "holders": slots.holders,
+                "owners": slots.owners,
+                "limit": self.limit,
+                "owner_limit": self.owner_limit,
+                "updated_at": now,
+            },
+        )
 
     def _write_job(self, transaction: Any, job: JobRecord, **changes: Any) -> JobRecord:
         updated = job.model_copy(update={**changes, "updated_at": utcnow()})
@@ -223,6 +274,12 @@ class GpuSlots:
                 max_attempts=self.jobs.max_transaction_attempts
             )
             return run(transaction)
+
+
+def _slots_of(snapshot: Any) -> Slots:
+    """The document's slots; one written before owners were kept has none (no owner counted)."""
+    data = snapshot.to_dict() or {}
+    return Slots(dict(data.get("holders", {})), dict(data.get("owners", {})))
 
 
 def _read_job(reference: Any, transaction: Any) -> JobRecord | None:

@@ -147,6 +147,11 @@ def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
                 f"job {job_id} waits: {claim.in_use} of {settings.max_concurrent_jobs} "
                 "trainer slots are in use"
             )
+        if claim.outcome is ClaimOutcome.OWNER_AT_LIMIT:
+            raise CapacityError(
+                f"job {job_id} waits: its owner already runs "
+                f"{settings.max_concurrent_jobs_per_owner} jobs"
+            )
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.job is None:
             logger.info("job %s not launched: %s", job_id, claim.outcome.value)
             return DispatchResult(_OUTCOME_OF_CLAIM[claim.outcome], job_id)

@@ -119,6 +119,10 @@ class LauncherSettings(ServiceSettings):
     launcher: LauncherBackend = Field(LauncherBackend.CLOUD_RUN, validation_alias=env("LAUNCHER"))
     trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
     max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
+    # Slots one owner's jobs may hold at once; 0: any number up to max_concurrent_jobs.
+    max_concurrent_jobs_per_owner: int = Field(
+        0, ge=0, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS_PER_OWNER")
+    )
     # Reconcile only ever fails a job whose execution has *ended*, so a short threshold
     # makes it look sooner, never fail a running job; tests and the local stack use seconds.
     stale_after_seconds: int = Field(900, ge=1, validation_alias=env("RECONCILE_STALE_SECONDS"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.event_core_fixtures import Core, make_job, start_core
-from tuning.capacity import ClaimOutcome, GpuSlots, waiting_reason
+from tuning.capacity import ClaimOutcome, GpuSlots, owner_waiting_reason, waiting_reason
 from tuning.dispatching import STARTED, DispatchOutcome, dispatch_job, dispatch_message
 from tuning.errors import CapacityError, TransientError, TuningError
 from tuning.events import CancelledEvent, parse_event
@@ -82,6 +82,33 @@ def test_capacity_is_strict_under_concurrent_deliveries(core):
     assert dispatch_or_capacity(core, waiting[1]) == "at_capacity"
     slots = GpuSlots.for_settings(core.services.jobs, core.settings)
     assert set(slots.holders()) == {launched[1], waiting[0]}
+
+
+def test_one_owner_cannot_take_every_slot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
+) -> None:
+    monkeypatch.setenv("TUNING_LOCAL_SECRETS_FILE", str(tmp_path / "secrets.json"))
+    core = start_core(unique, MAX_CONCURRENT_JOBS="3", MAX_CONCURRENT_JOBS_PER_OWNER="2")
+    for job_id, owner in (("ann-1", "ann"), ("ann-2", "ann"), ("ann-3", "ann"), ("bob-1", "bob")):
+        core.services.jobs.create(make_job(job_id, owner=owner))
+
+    outcomes = {
+        job_id: dispatch_or_capacity(core, job_id)
+        for job_id in ("ann-1", "ann-2", "ann-3", "bob-1")
+    }
+
+    # Ann's third job waits although a slot is free; Bob's takes it.
+    assert outcomes == {
+        "ann-1": DispatchOutcome.LAUNCHED,
+        "ann-2": DispatchOutcome.LAUNCHED,
+        "ann-3": "at_capacity",
+        "bob-1": DispatchOutcome.LAUNCHED,
+    }
+    assert core.services.jobs.get("ann-3").status_reason == owner_waiting_reason(2)
+    core.services.jobs.update(
+        "ann-1", lambda job: job.model_copy(update={"status": JobStatus.FAILED})
+    )
+    assert dispatch_or_capacity(core, "ann-3") == DispatchOutcome.LAUNCHED
 
 
 def test_two_dispatch_instances_never_share_the_last_slot(core, unique):

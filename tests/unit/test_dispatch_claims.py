@@ -11,7 +11,9 @@ from tuning.capacity import (
     CLAIMED_REASON,
     ClaimAttempt,
     ClaimOutcome,
+    Slots,
     decide_claim,
+    owner_waiting_reason,
     waiting_reason,
 )
 from tuning.jobs import JobRecord, JobStatus
@@ -33,7 +35,9 @@ def job(job_id: str = "job-a", **fields: Any) -> JobRecord:
     )
 
 
-def attempt(*, limit: int = 2, finished: frozenset[str] = frozenset()) -> ClaimAttempt:
+def attempt(
+    *, limit: int = 2, finished: frozenset[str] = frozenset(), owner_limit: int | None = None
+) -> ClaimAttempt:
     return ClaimAttempt(
         job_id="job-a",
         claim_id="claim-2",
@@ -41,14 +45,19 @@ def attempt(*, limit: int = 2, finished: frozenset[str] = frozenset()) -> ClaimA
         claim_timeout=timedelta(seconds=30),
         limit=limit,
         finished=finished,
+        owner_limit=owner_limit,
     )
 
 
+def held(holders: dict[str, datetime], owners: dict[str, str] | None = None) -> Slots:
+    return Slots(holders, owners or {})
+
+
 def test_a_queued_job_with_a_free_slot_is_claimed_with_the_slot():
-    decision = decide_claim(attempt(), job(), {"job-b": EARLIER})
+    decision = decide_claim(attempt(), job(owner="ann"), held({"job-b": EARLIER}))
 
     assert decision.claim.outcome is ClaimOutcome.CLAIMED
-    assert decision.holders == {"job-b": EARLIER, "job-a": NOW}
+    assert decision.slots == held({"job-b": EARLIER, "job-a": NOW}, {"job-a": "ann"})
     assert decision.job_changes == {
         "dispatch_claim": "claim-2",
         "dispatch_claimed_at": NOW,
@@ -57,31 +66,33 @@ def test_a_queued_job_with_a_free_slot_is_claimed_with_the_slot():
 
 
 def test_at_capacity_the_job_waits_and_says_why_once():
-    full = {"job-b": EARLIER, "job-c": EARLIER}
+    full = held({"job-b": EARLIER, "job-c": EARLIER})
 
     first = decide_claim(attempt(), job(), full)
     again = decide_claim(attempt(), job(status_reason=waiting_reason(2, 2)), full)
 
     assert first.claim.outcome is ClaimOutcome.AT_CAPACITY
     assert first.job_changes == {"status_reason": "waiting for a free trainer slot (2 of 2 in use)"}
-    assert first.holders is None
+    assert first.slots is None
     assert again.claim.outcome is ClaimOutcome.AT_CAPACITY
     assert not again.writes  # nothing changed: the redelivery writes nothing
 
 
 def test_slots_of_finished_jobs_are_freed_by_the_next_claim():
     decision = decide_claim(
-        attempt(finished=frozenset({"job-b"})), job(), {"job-b": EARLIER, "job-c": EARLIER}
+        attempt(finished=frozenset({"job-b"})),
+        job(),
+        held({"job-b": EARLIER, "job-c": EARLIER}, {"job-b": "ann", "job-c": "bob"}),
     )
 
     assert decision.claim.outcome is ClaimOutcome.CLAIMED
-    assert decision.holders == {"job-c": EARLIER, "job-a": NOW}
+    assert decision.slots == held({"job-c": EARLIER, "job-a": NOW}, {"job-c": "bob"})
 
 
 def test_a_job_keeps_its_own_slot_when_its_stale_claim_is_taken_over():
     stale = job(dispatch_claim="claim-1", dispatch_claimed_at=NOW - timedelta(minutes=5))
 
-    decision = decide_claim(attempt(limit=1), stale, {"job-a": NOW - timedelta(minutes=5)})
+    decision = decide_claim(attempt(limit=1), stale, held({"job-a": NOW - timedelta(minutes=5)}))
 
     assert decision.claim.outcome is ClaimOutcome.CLAIMED
     assert decision.job_changes is not None
@@ -99,7 +110,32 @@ def test_a_job_keeps_its_own_slot_when_its_stale_claim_is_taken_over():
     ],
 )
 def test_jobs_that_must_not_be_launched_again_write_nothing(record, outcome):
-    decision = decide_claim(attempt(), record, {})
+    decision = decide_claim(attempt(), record, held({}))
 
     assert decision.claim.outcome is outcome
     assert not decision.writes
+
+
+def test_an_owner_at_their_limit_waits_while_others_get_free_slots():
+    ann_runs_two = held({"job-b": EARLIER, "job-c": EARLIER}, {"job-b": "ann", "job-c": "ann"})
+
+    anns = decide_claim(attempt(limit=4, owner_limit=2), job(owner="ann"), ann_runs_two)
+    bobs = decide_claim(attempt(limit=4, owner_limit=2), job(owner="bob"), ann_runs_two)
+
+    assert anns.claim.outcome is ClaimOutcome.OWNER_AT_LIMIT
+    assert anns.job_changes == {"status_reason": owner_waiting_reason(2)}
+    assert anns.slots is None
+    assert bobs.claim.outcome is ClaimOutcome.CLAIMED
+
+
+def test_an_owner_limit_counts_only_jobs_still_running_and_ignores_ownerless_jobs():
+    slots = held({"job-b": EARLIER, "job-c": EARLIER}, {"job-b": "ann", "job-c": "ann"})
+
+    freed = decide_claim(
+        attempt(limit=4, owner_limit=2, finished=frozenset({"job-b"})), job(owner="ann"), slots
+    )
+    ownerless = decide_claim(attempt(limit=4, owner_limit=1), job(), slots)
+
+    assert freed.claim.outcome is ClaimOutcome.CLAIMED
+    assert freed.slots == held({"job-c": EARLIER, "job-a": NOW}, {"job-c": "ann", "job-a": "ann"})
+    assert ownerless.claim.outcome is ClaimOutcome.CLAIMED  # no identity, no share to count
