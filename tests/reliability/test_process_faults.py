@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,7 +141,7 @@ def attempt_running(stack: Stack, job_id: str, attempt: int) -> tuple[str, int] 
     job = stack.services.jobs.get(job_id)
     if job.execution is None:
         return None
-    record = read_record(Path(stack.settings.local_launcher_dir) / job.execution)
+    record = read_record(stack.launcher.folder(job.execution))
     if record is None or record.attempt != attempt or record.trainer_pid is None:
         return None
     if record.state is not ExecutionState.RUNNING:
@@ -162,7 +161,7 @@ def inject(stack: Stack, run: Run, moment: Any) -> None:
         moment(attempt)
         victims = [pid]
         if run.whole_execution:
-            record = read_record(Path(stack.settings.local_launcher_dir) / execution)
+            record = read_record(stack.launcher.folder(execution))
             assert record is not None
             victims.insert(0, record.supervisor_pid)
         for victim in victims:
