@@ -65,6 +65,19 @@ def test_events_and_plot_show_both_loss_curves(
         assert image.format == "PNG" and image.width > 100
 
 
+def test_logs_show_the_end_of_the_trainer_log(
+    local_stack: LocalStack, completed_job: dict[str, Any]
+) -> None:
+    job_id = completed_job["job_id"]
+    whole = local_stack.cli("logs", job_id, "--lines", "10000").stdout.splitlines()
+    last = local_stack.cli("logs", job_id, "--lines", "3").stdout.splitlines()
+
+    assert "[supervisor local-" in whole[0] and "attempt 0:" in whole[0]
+    assert any(f"published completed event {job_id}" in line for line in whole), whole[-20:]
+    # The end of the same file (its supervisor may still add its final line meanwhile).
+    assert len(last) == 3 and last[0] in whole[-4:]
+
+
 def test_download_fetches_the_merged_model(
     local_stack: LocalStack, completed_job: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -1,9 +1,10 @@
-"""The job commands: submit, list, status, watch, events, plot, download, cancel, delete."""
+"""The job commands: submit, list, status, watch, events, logs, plot, download, cancel, delete."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import requests
 
 from tuning.cli import TERMINAL, add_command, client_from, print_json
 from tuning.cli.client import ClientError
+from tuning.cli.logs import LOCAL_EXECUTIONS_DIR, cloud_logs, local_log_file, tail
 
 
 def register(sub: Any) -> None:
@@ -41,6 +43,12 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--timeout", type=float, default=None, help="give up after this many seconds"
     )
+
+    parser = add_command(
+        sub, "logs", logs, "show where a job's trainer logs are (locally: print them)"
+    )
+    parser.add_argument("job_id")
+    parser.add_argument("-n", "--lines", type=int, default=100, help="how many of the last lines")
 
     parser = add_command(sub, "plot", plot, "write a PNG of the train and eval loss curves")
     parser.add_argument("job_id")
@@ -239,6 +247,27 @@ def fetch(url: str, target: Path) -> None:
                     handle.write(chunk)
     except requests.RequestException as error:
         raise ClientError(f"download of {target.name} failed: {error}") from error
+
+
+def logs(args: argparse.Namespace) -> int:
+    job = client_from(args).get_job(args.job_id)
+    execution = job.get("execution")
+    if not execution:
+        raise ClientError(f"{args.job_id} has no trainer execution yet (status {job['status']})")
+    cloud = cloud_logs(execution)
+    if cloud is not None:
+        print(f"Logs Explorer: {cloud.console_url}")
+        print(f"In a terminal: {cloud.gcloud_command(args.lines)}")
+        return 0
+    local_dir = os.environ.get(LOCAL_EXECUTIONS_DIR)
+    path = local_log_file(execution, Path(local_dir)) if local_dir else None
+    if path is None or not path.is_file():
+        raise ClientError(
+            f"no log found for execution {execution}"
+            + ("" if local_dir else f" (set {LOCAL_EXECUTIONS_DIR}: `source .local/stack.env`)")
+        )
+    print("\n".join(tail(path, args.lines)))
+    return 0
 
 
 def cancel(args: argparse.Namespace) -> int:

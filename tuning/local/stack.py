@@ -186,6 +186,7 @@ def _exports(environ: dict[str, str], servers: dict[str, FunctionServer]) -> dic
         "TUNING_CONFIG_BUCKET": BUCKETS["config"],
         "TUNING_DEMO_MODEL": f"gs://{BUCKETS['models']}/{DEMO_MODEL_PREFIX}",
         "TUNING_DEMO_DATASET": DEMO_DATASET,
+        "TUNING_EXECUTIONS_DIR": environ["LOCAL_LAUNCHER_DIR"],  # `tuning logs`
     }
 
 
