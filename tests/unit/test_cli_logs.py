@@ -23,9 +23,10 @@ def test_a_cloud_run_execution_has_a_logging_query_link_and_command() -> None:
     )
     assert logs.console_url.startswith("https://console.cloud.google.com/logs/query;query=")
     assert unquote(logs.console_url).endswith(f"{logs.query}?project=ml-team")
-    command = logs.gcloud_command(50)
-    assert command.startswith("gcloud logging read 'resource.type=")
-    assert "--project=ml-team" in command and "--limit=50" in command
+    assert logs.gcloud_command(50) == (
+        "gcloud beta run jobs executions logs read gemma-trainer-x7k2p "
+        "--region=us-central1 --project=ml-team --limit=50"
+    )
 
 
 def test_a_local_execution_has_its_log_file_and_nothing_else_matches(tmp_path: Path) -> None:

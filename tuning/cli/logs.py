@@ -2,7 +2,7 @@
 
 The API names the execution running a job; the logs themselves never pass through it
 (the trainer writes to Cloud Logging, readable with the caller's own Google credentials).
-So `tuning logs` prints the Logs Explorer link and the `gcloud logging read` command for
+So `tuning logs` prints the Logs Explorer link and the `gcloud` command that reads them for
 a deployed job, and the end of the execution's log file for a job on the local stack.
 """
 
@@ -25,6 +25,8 @@ LOCAL_EXECUTIONS_DIR = "TUNING_EXECUTIONS_DIR"  # exported by `make up` in .loca
 @dataclass(frozen=True)
 class CloudLogs:
     project: str
+    region: str
+    execution: str  # the execution's own id
     query: str
 
     @property
@@ -38,13 +40,16 @@ class CloudLogs:
         return shlex.join(
             [
                 "gcloud",
-                "logging",
+                "beta",
+                "run",
+                "jobs",
+                "executions",
+                "logs",
                 "read",
-                self.query,
+                self.execution,
+                f"--region={self.region}",
                 f"--project={self.project}",
                 f"--limit={lines}",
-                "--order=desc",
-                "--format=value(timestamp,textPayload,jsonPayload.message)",
             ]
         )
 
@@ -62,7 +67,9 @@ def cloud_logs(execution: str) -> CloudLogs | None:
             f'labels."run.googleapis.com/execution_name"="{found["execution"]}"',
         ]
     )
-    return CloudLogs(project=found["project"], query=query)
+    return CloudLogs(
+        project=found["project"], region=found["region"], execution=found["execution"], query=query
+    )
 
 
 def local_log_file(execution: str, executions_dir: Path) -> Path | None:
