@@ -46,6 +46,13 @@ class BrokenJobError(PermanentError):
     code = "broken_job"
 
 
+class InsufficientSpaceError(PermanentError):
+    """The base model does not fit where the trainer keeps it; a retry has no more room."""
+
+    error_type = ErrorType.SYSTEM
+    code = "insufficient_space"
+
+
 class OutOfMemoryError(UserError):
     """The configuration does not fit the accelerator; the same config would run out again."""
 

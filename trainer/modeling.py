@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import ModelNotFoundError, UserError
+from trainer.errors import InsufficientSpaceError, ModelNotFoundError, UserError
 from trainer.hardware import Hardware, compute_dtype_name
 from tuning.errors import NotFoundError, TransientError
 from tuning.gcp.storage import GcsStore
@@ -40,10 +41,14 @@ def fetch_base_model(
     directory: Path,
     token: str | None,
     check_config: Callable[[dict[str, Any]], None] | None = None,
+    free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free,
 ) -> Path:
     """A local directory holding the model's config, weights and tokenizer files.
 
     `check_config` sees config.json before anything else is downloaded, and may raise.
+    Then the download's size is checked against the room left in `directory`: on Cloud
+    Run that is the task's memory, and a model that cannot fit fails now, clearly, rather
+    than by an out-of-memory kill (retried) halfway through the download.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / MODEL_CONFIG
@@ -58,10 +63,43 @@ def fetch_base_model(
     if check_config is not None:
         check_config(_read_config(config_path, base_model_id))
     if base_model_id.startswith("gs://"):
+        needed: int | None = storage.total_size(base_model_id)
+    else:
+        needed = _hub_download_size(base_model_id, token, HUB_PATTERNS)
+    if needed is not None:
+        ensure_room(needed, directory, f"base model {base_model_id}", free_bytes(directory))
+    if base_model_id.startswith("gs://"):
         storage.download_dir(base_model_id, directory)
     else:
         _download_from_hub(base_model_id, directory, token, HUB_PATTERNS)
     return directory
+
+
+def ensure_room(needed: int, directory: Path, what: str, free: int) -> None:
+    """Raise InsufficientSpaceError when `needed` bytes do not fit in the `free` ones."""
+    if needed <= free:
+        return
+    gib = 2**30
+    raise InsufficientSpaceError(
+        f"{what} needs {needed / gib:.1f} GiB in {directory}, where {free / gib:.1f} GiB is "
+        "free; on Cloud Run this space is the trainer's memory: give the trainer more "
+        "(Terraform trainer_gpu.memory) or choose a smaller model"
+    )
+
+
+def _hub_download_size(repo_id: str, token: str | None, patterns: list[str]) -> int | None:
+    """What the snapshot download will fetch, from the Hub's file list; None if unknown."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    try:
+        info = HfApi(token=token).model_info(repo_id, files_metadata=True)
+    except Exception as error:  # the download that follows reports what is wrong, precisely
+        logger.info("size of %s unknown (%s); downloading without a space check", repo_id, error)
+        return None
+    files = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
+    wanted = filter_repo_objects(files, allow_patterns=patterns)
+    return sum(files[name] or 0 for name in wanted)
 
 
 def _read_config(path: Path, base_model_id: str) -> dict[str, Any]:

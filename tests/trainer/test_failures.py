@@ -17,8 +17,9 @@ import pytest
 from tests.trainer.harness import TrainerStack, base_request, colour_rows, to_jsonl
 from trainer.callbacks import CheckpointUploadCallback
 from trainer.checkpoints import CheckpointStore
-from trainer.errors import JobGone
+from trainer.errors import InsufficientSpaceError, JobGone
 from trainer.main import main
+from trainer.modeling import fetch_base_model
 from tuning.events import EventType, FailedEvent, ProgressEvent
 from tuning.jobs import ErrorType, JobStatus
 
@@ -270,3 +271,24 @@ def test_a_background_upload_error_surfaces_in_the_training_thread(
     with pytest.raises(JobGone):
         uploads.on_train_end(at, at, None)
     assert store.complete_steps() == []
+
+
+def test_a_base_model_that_does_not_fit_fails_before_its_weights_are_fetched(
+    stack: TrainerStack, tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    uri = stack.upload_model(tiny_gemma3, "does-not-fit")
+    stored = stack.storage.total_size(uri)
+    assert stored == sum(p.stat().st_size for p in tiny_gemma3.iterdir() if p.is_file())
+
+    with pytest.raises(InsufficientSpaceError) as raised:
+        fetch_base_model(
+            uri,
+            storage=stack.storage,
+            directory=tmp_path / "base",
+            token=None,
+            free_bytes=lambda _: stored - 1,  # one byte short
+        )
+
+    assert raised.value.error_type is ErrorType.SYSTEM
+    assert "trainer_gpu.memory" in raised.value.message
+    assert [p.name for p in (tmp_path / "base").iterdir()] == ["config.json"]

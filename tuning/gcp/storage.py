@@ -295,6 +295,12 @@ class GcsStore:
             names = [blob.name for blob in self.client.list_blobs(bucket, prefix=prefix)]
         return [gcs_uri(bucket, name) for name in sorted(names)]
 
+    def total_size(self, prefix_uri: str) -> int:
+        """Bytes stored under the prefix (what downloading it all would write)."""
+        bucket, prefix = parse_gcs_uri(prefix_uri)
+        with _api_errors(prefix_uri):
+            return sum(blob.size or 0 for blob in self.client.list_blobs(bucket, prefix=prefix))
+
     def upload_dir(self, local_dir: Path | str, prefix_uri: str) -> builtins.list[str]:
         """Upload every regular file under `local_dir` below the prefix; returns the URIs."""
         bucket_name, prefix = _require_prefix(prefix_uri)
