@@ -74,6 +74,8 @@ locals {
     LOG_FORMAT              = "json"
     # 0: no per-caller share; otherwise one caller's jobs hold at most this many slots.
     MAX_CONCURRENT_JOBS_PER_OWNER = tostring(var.max_concurrent_jobs_per_owner)
+    # 0: never; otherwise a running execution silent this long is cancelled as hung.
+    RECONCILE_STALLED_SECONDS = tostring(var.reconcile_stalled_seconds)
   }
 
   function_source_dir = startswith(var.function_source_dir, "/") ? var.function_source_dir : "${path.module}/${var.function_source_dir}"

@@ -149,6 +149,16 @@ variable "reconcile_stale_seconds" {
   }
 }
 
+variable "reconcile_stalled_seconds" {
+  description = "A trainer execution still running but silent this long is cancelled and its job failed as hung, instead of holding a GPU until trainer_task_timeout_seconds (0: never). Set it above the longest silent phase: the trainer reports every 30 s while training, but a large model's download or export can be quiet for a long time."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.reconcile_stalled_seconds == 0 || var.reconcile_stalled_seconds >= 1800
+    error_message = "reconcile_stalled_seconds must be 0 (never) or at least 1800."
+  }
+}
+
 variable "reconcile_every_minutes" {
   description = "How often Cloud Scheduler calls reconcile."
   type        = number

@@ -7,7 +7,9 @@ For every job that is not terminal and has not been heard from for
   event (OOM kill, timeout, crash, deleted) gets a `failed` event with a system
   error that says so (`cancelled` if it was cancelled behind our back). It acts
   only once the execution has been over for the same threshold, so a final
-  event still on its way through Pub/Sub wins.
+  event still on its way through Pub/Sub wins. One still running but silent for
+  `RECONCILE_STALLED_SECONDS` (when set) is hung: it is cancelled and the job
+  failed, so that it stops holding a GPU until the task's timeout.
 - queued without an execution (claimed by a dispatcher that died, or its
   message dead-lettered while waiting for a slot): re-publish its
   `JobReference`; dispatch takes over a claim older than the threshold.
@@ -39,6 +41,7 @@ from tuning.spec import JobReference
 
 logger = logging.getLogger(__name__)
 ENDED_WITHOUT_RESULT = "execution_ended_without_result"
+STALLED = "execution_stalled"
 
 
 class Action(StrEnum):
@@ -46,6 +49,7 @@ class Action(StrEnum):
     CANCELLED = "cancelled"
     REQUEUED = "requeued"
     RUNNING = "running"  # stale but its execution still runs: left alone
+    STALLED = "stalled"  # silent past the stall threshold: its execution cancelled, job failed
 
 
 @dataclass
@@ -68,13 +72,16 @@ def reconcile_jobs(*, services: Services, now: datetime | None = None) -> Reconc
     """One pass over every non-terminal job; a job that errors is reported, not fatal."""
     settings = launcher_settings(services)
     stale = timedelta(seconds=settings.stale_after_seconds)
+    stalled = timedelta(seconds=settings.stalled_after_seconds) or None
     now = now or utcnow()
     report = ReconcileReport()
     for job in non_terminal_jobs(services):
         report.checked += 1
         with job_context(job.job_id):
             try:
-                action = reconcile_job(job, services=services, now=now, stale=stale)
+                action = reconcile_job(
+                    job, services=services, now=now, stale=stale, stalled=stalled
+                )
             except TransientError as error:
                 logger.warning("job %s not reconciled this time: %s", job.job_id, error.message)
                 report.errors[job.job_id] = error.message
@@ -97,7 +104,12 @@ def non_terminal_jobs(services: Services) -> Iterator[JobRecord]:
 
 
 def reconcile_job(
-    job: JobRecord, *, services: Services, now: datetime, stale: timedelta
+    job: JobRecord,
+    *,
+    services: Services,
+    now: datetime,
+    stale: timedelta,
+    stalled: timedelta | None = None,
 ) -> Action | None:
     """What one job needs, done; None when it is fine as it is."""
     if job.execution:
@@ -106,6 +118,8 @@ def reconcile_job(
             return None
         status = services.launcher.status(job.execution)
         if not status.state.is_finished:
+            if stalled is not None and now - last_heard >= stalled:
+                return stop_stalled(job, silent_for=now - last_heard, services=services)
             return Action.RUNNING
         if status.finished_at is not None and now - status.finished_at < stale:
             return None  # the trainer's final event may still be in flight
@@ -136,6 +150,20 @@ def end_job(job: JobRecord, status: ExecutionStatus, *, services: Services) -> A
         code=ENDED_WITHOUT_RESULT,
     )
     return Action.FAILED
+
+
+def stop_stalled(job: JobRecord, *, silent_for: timedelta, services: Services) -> Action:
+    """Cancel a hung execution, then publish the job's failure (the cancel alone would be
+    reported as `cancelled` by the next pass, which is not what happened)."""
+    execution = job.execution or ""
+    services.launcher.cancel(execution)
+    reporter(job, services).failed(
+        f"the trainer execution {execution} was still running but had reported nothing for "
+        f"{int(silent_for.total_seconds())} s; it was cancelled as hung",
+        error_type=ErrorType.SYSTEM,
+        code=STALLED,
+    )
+    return Action.STALLED
 
 
 def describe_ending(execution: str, status: ExecutionStatus) -> str:

@@ -126,6 +126,10 @@ class LauncherSettings(ServiceSettings):
     # Reconcile only ever fails a job whose execution has *ended*, so a short threshold
     # makes it look sooner, never fail a running job; tests and the local stack use seconds.
     stale_after_seconds: int = Field(900, ge=1, validation_alias=env("RECONCILE_STALE_SECONDS"))
+    # A running execution silent this long is hung (a deadlock, a stuck download): reconcile
+    # cancels it and fails the job rather than let it hold a GPU until the task timeout.
+    # 0: never. Must exceed the longest silent phase (a large model's export).
+    stalled_after_seconds: int = Field(0, ge=0, validation_alias=env("RECONCILE_STALLED_SECONDS"))
     # The local launcher (LAUNCHER=local) only: what it runs, where it keeps executions,
     # and how often it restarts a failed task (Cloud Run's max_retries lives in Terraform).
     local_trainer_command: str | None = Field(

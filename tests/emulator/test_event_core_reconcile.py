@@ -118,3 +118,64 @@ def test_a_requeued_job_waits_a_full_threshold_before_the_next_requeue(core):
 
     assert first.jobs(Action.REQUEUED) == ["forgotten"]
     assert second.jobs(Action.REQUEUED) == []
+
+
+def test_a_running_execution_silent_past_the_stall_threshold_is_cancelled_and_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
+) -> None:
+    monkeypatch.setenv("TUNING_LOCAL_SECRETS_FILE", str(tmp_path / "secrets.json"))
+    core = start_core(unique, RECONCILE_STALE_SECONDS="60", RECONCILE_STALLED_SECONDS="3600")
+    now = utcnow()
+    running = ExecutionStatus(state=ExecutionState.RUNNING)
+    core.launcher.statuses.update({"local-0000000000a1": running, "local-0000000000a2": running})
+    training = {"status": JobStatus.TRAINING, "attempt": 0, "dispatched_at": now}
+    core.services.jobs.create(
+        make_job(
+            "hung",
+            execution="local-0000000000a1",
+            last_event_at=now - timedelta(hours=2),
+            **training,
+        )
+    )
+    core.services.jobs.create(
+        make_job(
+            "quiet",  # silent past the stale threshold, not the stall one: left alone
+            execution="local-0000000000a2",
+            last_event_at=now - timedelta(minutes=30),
+            **training,
+        )
+    )
+
+    report = reconcile_jobs(services=core.services, now=now)
+
+    assert report.jobs(Action.STALLED) == ["hung"]
+    assert report.jobs(Action.RUNNING) == ["quiet"]
+    assert core.launcher.cancelled == ["local-0000000000a1"]
+    (event,) = published_events(core, 2).values()
+    assert (event.job_id, event.type.value, event.execution) == (
+        "hung",
+        "failed",
+        "local-0000000000a1",
+    )
+    error = event.payload.error  # type: ignore[union-attr]
+    assert (error.type.value, error.code) == ("system", "execution_stalled")
+    assert "reported nothing for 7200 s" in error.message
+
+
+def test_without_a_stall_threshold_a_silent_running_execution_is_left_alone(core):
+    core.launcher.statuses["local-0000000000a1"] = ExecutionStatus(state=ExecutionState.RUNNING)
+    long_ago = utcnow() - timedelta(days=1)
+    core.services.jobs.create(
+        make_job(
+            "slow",
+            execution="local-0000000000a1",
+            last_event_at=long_ago,
+            status=JobStatus.TRAINING,
+            dispatched_at=long_ago,
+        )
+    )
+
+    report = reconcile_jobs(services=core.services)
+
+    assert report.jobs(Action.RUNNING) == ["slow"]
+    assert core.launcher.cancelled == []
