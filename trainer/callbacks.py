@@ -13,7 +13,6 @@ step plus the figures of the latest evaluation, so that the job record never los
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore
+from trainer.files import link_or_copy
 from trainer.metrics import SFT_METRICS, MetricsPlan, evaluation_metrics, method_metrics
 from tuning.jobs import DatasetStats, Metrics, Progress
 from tuning.reporting import EventReporter
@@ -171,7 +171,7 @@ class CheckpointUploadCallback(TrainerCallback):
             return
         snapshot = self.staging_dir / directory.name
         shutil.rmtree(snapshot, ignore_errors=True)
-        shutil.copytree(directory, snapshot, copy_function=_link_or_copy)
+        shutil.copytree(directory, snapshot, copy_function=link_or_copy)
         self._upload = threading.Thread(
             target=self._run, args=(snapshot, state.global_step), name="checkpoint-upload"
         )
@@ -221,10 +221,3 @@ class JobWatchCallback(TrainerCallback):
         if now - self.checked_at >= self.interval_seconds:
             self.checked_at = now
             self.ensure_job_active()
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(source, target)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from trainer.errors import UnsupportedError, UserError
+from trainer.files import link_or_copy
 from trainer.gguf import QUANTIZER_TYPES, export_gguf
 from trainer.hardware import Hardware
 from trainer.llama_cpp import LlamaCppTools
@@ -140,7 +139,7 @@ def export_model(
         if quantizations:
             # The repository carries the GGUF files beside the weights, as Hub users expect.
             for gguf in sorted(_gguf_dir(job).glob("model-*.gguf")):
-                _link_or_copy(gguf, publishable / gguf.name)
+                link_or_copy(gguf, publishable / gguf.name)
         ensure_job_active()
         artifacts["hub_url"] = hub.upload(
             publishable,
@@ -172,14 +171,6 @@ def prepare_gguf_export(config: TrainingConfig) -> LlamaCppTools | None:
 
 def _gguf_dir(job: ExportJob) -> Path:
     return job.work_dir / "gguf"
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)  # no second copy of a multi-GB file
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _export_gguf_files(

@@ -52,7 +52,8 @@ def fetch_base_model(
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / MODEL_CONFIG
-    if base_model_id.startswith("gs://"):
+    from_gcs = base_model_id.startswith("gs://")
+    if from_gcs:
         # A missing object is reported below, like a prefix without a model in it.
         with contextlib.suppress(NotFoundError):
             config_path.write_bytes(storage.download_bytes(f"{base_model_id}{MODEL_CONFIG}"))
@@ -62,13 +63,14 @@ def fetch_base_model(
         raise ModelNotFoundError(f"base model {base_model_id} not found (no config.json there)")
     if check_config is not None:
         check_config(_read_config(config_path, base_model_id))
-    if base_model_id.startswith("gs://"):
-        needed: int | None = storage.total_size(base_model_id)
-    else:
-        needed = _hub_download_size(base_model_id, token, HUB_PATTERNS)
+    needed = (
+        storage.total_size(base_model_id)
+        if from_gcs
+        else _hub_download_size(base_model_id, token, HUB_PATTERNS)
+    )
     if needed is not None:
         ensure_room(needed, directory, f"base model {base_model_id}", free_bytes(directory))
-    if base_model_id.startswith("gs://"):
+    if from_gcs:
         storage.download_dir(base_model_id, directory)
     else:
         _download_from_hub(base_model_id, directory, token, HUB_PATTERNS)

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from tuning.errors import InvalidRequestError
+from tuning.launchers.local import LocalLauncher
+
 _CLOUD_RUN_EXECUTION = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/jobs/(?P<job>[^/]+)"
     r"/executions/(?P<execution>[^/]+)$"
 )
-_LOCAL_EXECUTION = re.compile(r"^local/executions/(?P<execution>local-[0-9a-f]{12})$")
 LOCAL_EXECUTIONS_DIR = "TUNING_EXECUTIONS_DIR"  # exported by `make up` in .local/stack.env
 
 
@@ -73,9 +75,12 @@ def cloud_logs(execution: str) -> CloudLogs | None:
 
 
 def local_log_file(execution: str, executions_dir: Path) -> Path | None:
-    """The local launcher's log of an execution, by the name the job records."""
-    found = _LOCAL_EXECUTION.fullmatch(execution)
-    return executions_dir / found["execution"] / "execution.log" if found else None
+    """The local launcher's log of an execution, by the name the job records; None for a
+    name the local launcher never gives."""
+    try:
+        return LocalLauncher(executions_dir).log_path(execution)
+    except InvalidRequestError:
+        return None
 
 
 def tail(path: Path, lines: int) -> list[str]:
