@@ -21,6 +21,10 @@ GCS_PREFIX_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[A-Za-z0-9_.=+-
 SECRET_REFERENCE_PATTERN = (
     r"^projects/[A-Za-z0-9_-]{1,100}/secrets/[A-Za-z0-9_-]{1,255}/versions/([0-9]{1,10}|latest)$"
 )
+# A caller's identity as a job records it (an email or an OIDC subject, from a checked ID
+# token or a publisher's `owner` attribute): printable ASCII, no whitespace, at most 320
+# characters (the longest email address).
+IDENTITY_PATTERN = r"^[!-~]{1,320}$"
 # The caller-chosen key that makes a retried submit safe (header or body).
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -33,6 +37,10 @@ IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTER
 def has_dot_segments(value: str) -> bool:
     """True when any `/`-separated part is `.` or `..` or contains `..`."""
     return any(part in {".", ".."} or ".." in part for part in value.split("/"))
+
+
+def is_identity(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(IDENTITY_PATTERN, value) is not None
 
 
 def is_segment_id(value: str) -> bool:
