@@ -73,3 +73,10 @@ class CapacityError(TransientError):
     """Every GPU slot is taken; the job waits in the queue."""
 
     code = "resource_exhausted"
+
+
+class UnauthenticatedError(TuningError):
+    """No caller can be named from the request: no token, or one nobody checked."""
+
+    code = "unauthenticated"
+    http_status = 401

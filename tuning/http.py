@@ -4,18 +4,13 @@ Every error becomes `{"error": {"code", "message", "field"?}}` with the status i
 class names (`TuningError.http_status`); anything unexpected is logged and answered
 500 without details, because a 5xx other than 503 is a bug to fix, not a message.
 
-Identity: the functions are private, so IAM has verified the caller's Google ID token
-before a request arrives, and Cloud Run passes it on with the signature replaced by
-`SIGNATURE_REMOVED_BY_GOOGLE`. We read its claims without verifying them again; this is
-only sound behind IAM, which is how Terraform deploys the functions. The local stack
-has no IAM and names the caller in `X-Tuning-Caller`, honoured only when
-TRUST_LOCAL_IDENTITY_HEADER is set.
+Identity: `tuning.identity` reads the caller from the token Cloud Run's front end checked
+(`X-Serverless-Authorization` when present, else `Authorization`), as it does locally
+behind `tuning.local.front_door`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import threading
@@ -26,24 +21,27 @@ from typing import Any, TypeVar
 
 import flask
 from pydantic import BaseModel, ValidationError
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from tuning.api.models import Health, NoQuery
 from tuning.api.routes import Operation, operations_of
-from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
+from tuning.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    TransientError,
+    TuningError,
+    UnauthenticatedError,
+)
+from tuning.identity import GoogleIdTokenVerifier, TokenVerifier, caller_identity
 from tuning.logs import job_context, setup_logging
 from tuning.services import Services
 from tuning.settings import ApiSettings
 from tuning.spec import describe_validation_error
 
 MAX_BODY_BYTES = 1024 * 1024  # a TrainRequest is a few KiB; nothing legitimate is near this
-LOCAL_CALLER_HEADER = "X-Tuning-Caller"
 RETRY_AFTER_SECONDS = "5"
 # application/json and the structured-syntax types (application/problem+json, ...).
 _JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
-# Emails and OIDC subjects: printable, no whitespace, bounded (an email is at most 320).
-_IDENTITY = re.compile(r"^[!-~]{1,320}$")
 
 Q = TypeVar("Q", bound=BaseModel)
 Handler = Callable[..., flask.Response]
@@ -52,11 +50,6 @@ Handler = Callable[..., flask.Response]
 class MalformedBodyError(TuningError):
     code = "invalid_json"
     http_status = 400
-
-
-class UnauthenticatedError(TuningError):
-    code = "unauthenticated"
-    http_status = 401
 
 
 class MethodNotAllowedError(TuningError):
@@ -189,6 +182,8 @@ def read_json_body(request: flask.Request, max_bytes: int = MAX_BODY_BYTES) -> A
         problem = "the body is not UTF-8 text"
     except ValueError as error:
         problem = f"the body is not valid JSON: {getattr(error, 'msg', error)}"
+    except RecursionError:
+        problem = "the body is nested too deeply to be a request"
     # Raised outside the handler: the decode error holds the raw body, hf_token included.
     raise MalformedBodyError(problem)
 
@@ -210,36 +205,6 @@ def read_query(request: flask.Request, model: type[Q]) -> Q:
         return model.model_validate(values)
     except ValidationError as error:
         raise describe_validation_error(error) from None
-
-
-def caller_identity(
-    headers: Headers | Mapping[str, str], *, trust_local_header: bool
-) -> str | None:
-    """The caller's email (or subject) from the IAM-checked ID token; None when absent."""
-    if trust_local_header and headers.get(LOCAL_CALLER_HEADER):
-        return _clean_identity(headers.get(LOCAL_CALLER_HEADER))
-    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    claims = unverified_claims(token.strip())
-    return _clean_identity(claims.get("email") or claims.get("sub"))
-
-
-def unverified_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT whose signature IAM already checked (or removed); {} if malformed."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (ValueError, binascii.Error):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-def _clean_identity(value: Any) -> str | None:
-    return value if isinstance(value, str) and _IDENTITY.fullmatch(value) else None
 
 
 # The function's process ----------------------------------------------------
@@ -266,6 +231,7 @@ class Api:
         )
         self._settings_class = settings_class
         self._services: Services | None = None
+        self._verifier: TokenVerifier | None = None
         self._lock = threading.Lock()
         if flask.has_app_context():
             # functions-framework loads the function's module inside the context of the
@@ -296,12 +262,19 @@ class Api:
     def caller(self, request: flask.Request) -> str | None:
         """Who calls; 401 when owner scoping is on and nobody can be named."""
         settings = self.settings
-        identity = caller_identity(
-            request.headers, trust_local_header=settings.trust_local_identity_header
-        )
+        identity = caller_identity(request.headers, verifier=self.token_verifier)
         if identity is None and settings.owner_scoping:
             raise UnauthenticatedError("no caller identity: call with a Google ID token")
         return identity
+
+    @property
+    def token_verifier(self) -> TokenVerifier | None:
+        """Checks tokens Cloud Run did not (ID_TOKEN_AUDIENCES); None: such tokens are refused."""
+        audiences = self.settings.id_token_audiences  # outside the lock: it takes the lock
+        with self._lock:
+            if self._verifier is None and audiences:
+                self._verifier = GoogleIdTokenVerifier(audiences)
+            return self._verifier
 
     def owner_scope(self, request: flask.Request) -> str | None:
         """The owner whose jobs the caller may see; None means every job."""

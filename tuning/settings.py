@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tuning.errors import TuningError
 from tuning.layout import StorageLayout
@@ -104,10 +104,17 @@ class ApiSettings(ServiceSettings):
     """The HTTP functions: submit, status, delete."""
 
     owner_scoping: bool = Field(False, validation_alias=env("OWNER_SCOPING"))
-    # Only the local stack sets this: it has no IAM in front to vouch for callers.
-    trust_local_identity_header: bool = Field(
-        False, validation_alias=env("TRUST_LOCAL_IDENTITY_HEADER")
-    )
+    # Audiences (the functions' URLs) for which a token Cloud Run did NOT check is verified
+    # against Google's certificates; empty: such tokens are refused (tuning/identity.py).
+    id_token_audiences: tuple[str, ...] = Field((), validation_alias=env("ID_TOKEN_AUDIENCES"))
+
+    @field_validator("id_token_audiences", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     signed_url_ttl_seconds: int = Field(
         900, ge=60, le=604800, validation_alias=env("SIGNED_URL_TTL_SECONDS")
     )

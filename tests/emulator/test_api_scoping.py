@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from werkzeug.test import TestResponse
 
-from tests.emulator.test_api_stack import ApiStack, fake_id_token, seed_request
-from tuning.http import LOCAL_CALLER_HEADER
+from tests.emulator.test_api_stack import ApiStack, caller_headers, fake_id_token, seed_request
 from tuning.jobs import Artifacts
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -41,7 +40,7 @@ def test_others_jobs_are_404_on_every_route_and_stay_untouched(stack: ApiStack) 
     alices = completed_job_of(stack, ALICE)
     bobs = completed_job_of(stack, BOB)
 
-    answers = every_job_route(stack, alices, {LOCAL_CALLER_HEADER: BOB})
+    answers = every_job_route(stack, alices, caller_headers(BOB))
     listed = stack.get("/jobs", caller=BOB).get_json()["jobs"]
 
     assert [answer.status_code for answer in answers] == [404] * 5
@@ -63,7 +62,7 @@ def test_the_id_token_names_the_caller(stack: ApiStack) -> None:
 
 def test_without_an_identity_every_route_is_401(stack: ApiStack) -> None:
     alices = completed_job_of(stack, ALICE)
-    malformed = {"Authorization": "Bearer not-a-jwt"}
+    malformed = {"Authorization": "Bearer not-a-jwt"}  # no signature removed: nobody checked it
 
     answers = [
         *every_job_route(stack, alices, {}),
@@ -77,13 +76,27 @@ def test_without_an_identity_every_route_is_401(stack: ApiStack) -> None:
     assert stack.services.jobs.get(alices).status.value == "completed"
 
 
-def test_the_local_header_counts_only_where_the_local_stack_trusts_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
-) -> None:
-    stack = ApiStack.start(
-        monkeypatch, tmp_path, unique, owner_scoping=True, trust_local_header=False
-    )
+def test_a_token_cloud_run_did_not_check_names_nobody(stack: ApiStack) -> None:
+    """Both headers: Cloud Run checked X-Serverless-Authorization and passed Authorization on."""
+    alices = completed_job_of(stack, ALICE)
+    forged = fake_id_token(email=ALICE)  # what Bob could write into Authorization himself
+    bobs_checked = fake_id_token(email=BOB)
+    headers = {
+        "X-Serverless-Authorization": f"Bearer {bobs_checked}",
+        "Authorization": f"Bearer {forged}",
+    }
 
-    answer = stack.submit(seed_request(), caller=ALICE)
+    answers = every_job_route(stack, alices, headers)
 
-    assert answer.status_code == 401
+    assert [answer.status_code for answer in answers] == [404] * 5
+    assert stack.services.jobs.get(alices).status.value == "completed"
+
+
+def test_only_x_serverless_authorization_names_the_caller(stack: ApiStack) -> None:
+    alices = completed_job_of(stack, ALICE)
+    headers = {"X-Serverless-Authorization": f"Bearer {fake_id_token(email=ALICE)}"}
+
+    answer = stack.clients["status"].get(f"/jobs/{alices}", headers=headers)
+
+    assert answer.status_code == 200
+    assert answer.get_json()["job_id"] == alices

@@ -25,7 +25,7 @@ from werkzeug.test import TestResponse
 from tuning.api.removal import DeleteSettings
 from tuning.events import CompletedEvent, CompletedPayload
 from tuning.gcp.pubsub import PubSubAdmin
-from tuning.http import LOCAL_CALLER_HEADER, Api
+from tuning.http import Api
 from tuning.jobs import Artifacts, JobRecord, JobStatus, Metrics, new_job_record
 from tuning.launchers import ExecutionState, ExecutionStatus
 from tuning.local.scratch import unique_names
@@ -59,6 +59,13 @@ def fake_id_token(**claims: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
     return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+def caller_headers(caller: str | None) -> dict[str, str]:
+    """What a function receives from Cloud Run's front end for a checked caller's token."""
+    if caller is None:
+        return {}
+    return {"Authorization": f"Bearer {fake_id_token(email=caller, sub=caller)}"}
 
 
 class RecordingLauncher:
@@ -96,7 +103,6 @@ class ApiStack:
         unique: str,
         *,
         owner_scoping: bool = False,
-        trust_local_header: bool = True,
         create_requests_topic: bool = True,
     ) -> ApiStack:
         project = os.environ["GOOGLE_CLOUD_PROJECT"]
@@ -106,7 +112,6 @@ class ApiStack:
             "TUNING_LOCAL_SECRETS_FILE": str(tmp_path / "secrets" / "local.json"),
             "TUNING_LOCAL_SIGNER_KEY_FILE": str(tmp_path / "signer" / "key.json"),
             "OWNER_SCOPING": str(owner_scoping).lower(),
-            "TRUST_LOCAL_IDENTITY_HEADER": str(trust_local_header).lower(),
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
@@ -149,23 +154,21 @@ class ApiStack:
     def submit(
         self, body: Any, *, caller: str | None = None, key: str | None = None
     ) -> TestResponse:
-        headers = {}
-        if caller is not None:
-            headers[LOCAL_CALLER_HEADER] = caller
+        headers = caller_headers(caller)
         if key is not None:
             headers["Idempotency-Key"] = key
         return self.clients["submit"].post("/train", json=body, headers=headers)
 
     def get(self, path: str, *, caller: str | None = None, **query: Any) -> TestResponse:
-        headers = {LOCAL_CALLER_HEADER: caller} if caller else {}
+        headers = caller_headers(caller)
         return self.clients["status"].get(path, query_string=query, headers=headers)
 
     def delete(self, job_id: str, *, caller: str | None = None) -> TestResponse:
-        headers = {LOCAL_CALLER_HEADER: caller} if caller else {}
+        headers = caller_headers(caller)
         return self.clients["delete"].delete(f"/jobs/{job_id}", headers=headers)
 
     def cancel(self, job_id: str, *, caller: str | None = None) -> TestResponse:
-        headers = {LOCAL_CALLER_HEADER: caller} if caller else {}
+        headers = caller_headers(caller)
         return self.clients["delete"].post(f"/jobs/{job_id}/cancel", headers=headers)
 
     # Making and inspecting state -------------------------------------------

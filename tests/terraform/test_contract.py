@@ -17,7 +17,7 @@ FUNCTIONS_TF = REPO / "terraform" / "functions.tf"
 TRAINER_TF = REPO / "terraform" / "trainer.tf"
 # Variables Terraform deliberately leaves unset, with the reason.
 NOT_FOR_FUNCTIONS = {
-    "TRUST_LOCAL_IDENTITY_HEADER",  # the local stack has no IAM in front; never in GCP
+    "ID_TOKEN_AUDIENCES",  # behind Cloud Run's IAM every token is checked; for other fronts
     "LOCAL_TRAINER_COMMAND",  # the local launcher only
     "LOCAL_LAUNCHER_DIR",  # the local launcher only
     "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own

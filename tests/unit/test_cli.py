@@ -8,20 +8,52 @@ import pytest
 import requests
 
 from tuning.cli import main
-from tuning.cli.client import ClientError, Endpoints, _decode
+from tuning.cli.client import ApiClient, ClientError, Endpoints, _decode
 from tuning.cli.commands import loss_curves
+from tuning.local.issuer import LocalIssuer
 
 
-def test_local_endpoints_name_the_caller_and_need_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def local_endpoints(monkeypatch: pytest.MonkeyPatch, issuer_key: Path | None) -> None:
     for name in ("SUBMIT", "STATUS", "DELETE"):
         monkeypatch.setenv(f"TUNING_{name}_URL", f"http://127.0.0.1:900{len(name)}/")
+    if issuer_key is None:
+        monkeypatch.delenv("TUNING_LOCAL_ISSUER_KEY", raising=False)
+    else:
+        monkeypatch.setenv("TUNING_LOCAL_ISSUER_KEY", str(issuer_key))
+
+
+def test_local_endpoints_mint_tokens_for_the_named_caller(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    issuer = LocalIssuer.create(tmp_path / "issuer.pem")
+    local_endpoints(monkeypatch, issuer.key_path)
     monkeypatch.setenv("TUNING_CALLER", "alice@example.com")
+    sent: list[dict[str, str]] = []
+
+    class Recording(requests.Session):
+        def request(self, method, url, **kwargs):  # type: ignore[no-untyped-def,override]
+            sent.append(kwargs["headers"])
+            response = requests.Response()
+            response.status_code, response._content = 200, b"{}"
+            return response
 
     endpoints = Endpoints.from_environment(Path("/nonexistent.yaml"))
+    ApiClient(endpoints, session=Recording()).get_job("j1")
+    as_bob = Endpoints.from_environment(Path("/nonexistent.yaml"), caller="bob@example.com")
 
+    token = sent[0]["Authorization"].removeprefix("Bearer ")
     assert endpoints.submit_url == "http://127.0.0.1:9006"
-    assert endpoints.caller == "alice@example.com"
-    assert endpoints.use_id_token is False
+    assert issuer.verify(token, audience="http://127.0.0.1:9006")["email"] == "alice@example.com"
+    assert as_bob.caller == "bob@example.com"  # `tuning --as bob@example.com`
+
+
+def test_local_endpoints_without_the_issuer_say_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local_endpoints(monkeypatch, None)
+
+    with pytest.raises(ClientError, match="TUNING_LOCAL_ISSUER_KEY"):
+        Endpoints.from_environment(Path("/nonexistent.yaml"))
 
 
 def test_deployed_endpoints_use_id_tokens_and_no_caller_header(
@@ -38,7 +70,7 @@ def test_deployed_endpoints_use_id_tokens_and_no_caller_header(
 
     endpoints = Endpoints.from_environment(config)
 
-    assert endpoints.use_id_token is True
+    assert endpoints.local_issuer_key is None  # Google ID tokens
     assert endpoints.caller is None
 
 
@@ -86,10 +118,11 @@ def test_loss_curves_take_the_latest_attempt_for_a_step() -> None:
 
 
 def test_unreachable_endpoint_is_a_clear_error_and_exit_code_1(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     for name in ("SUBMIT", "STATUS", "DELETE"):
         monkeypatch.setenv(f"TUNING_{name}_URL", "http://127.0.0.1:9")  # discard port: refused
+    monkeypatch.setenv("TUNING_LOCAL_ISSUER_KEY", str(LocalIssuer.create(tmp_path / "k").key_path))
 
     code = main(["status", "some-job"])
 

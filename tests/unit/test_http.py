@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from typing import Any
@@ -19,7 +18,6 @@ from tuning.errors import (
     TuningError,
 )
 from tuning.http import (
-    LOCAL_CALLER_HEADER,
     MAX_BODY_BYTES,
     Api,
     MalformedBodyError,
@@ -28,23 +26,14 @@ from tuning.http import (
     UnauthenticatedError,
     UnsupportedMediaTypeError,
     bind_routes,
-    caller_identity,
     error_response,
     find_route,
     read_json_body,
     read_query,
-    unverified_claims,
 )
 from tuning.settings import SettingsError
 
 APP = flask.Flask(__name__)
-
-
-def token(claims: dict[str, Any], signature: str = "SIGNATURE_REMOVED_BY_GOOGLE") -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'RS256'})}.{part(claims)}.{signature}"
 
 
 def body_of(data: bytes | str, content_type: str | None = "application/json") -> Any:
@@ -192,47 +181,6 @@ def test_quantization_is_only_for_gguf() -> None:
         query_of("artifact=adapter&quantization=q4_k_m", DownloadQuery)
 
     assert caught.value.field == "quantization"
-
-
-# Identity ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("claims", "identity"),
-    [
-        ({"email": "alice@example.com", "sub": "1"}, "alice@example.com"),
-        ({"sub": "1234567890"}, "1234567890"),
-        ({"email": "has space@example.com"}, None),
-        ({"aud": "x"}, None),
-        ({"email": 42}, None),
-    ],
-)
-def test_the_caller_comes_from_the_id_tokens_claims(
-    claims: dict[str, Any], identity: str | None
-) -> None:
-    headers = {"Authorization": f"Bearer {token(claims)}"}
-
-    assert caller_identity(headers, trust_local_header=False) == identity
-
-
-@pytest.mark.parametrize(
-    "authorization",
-    ["", "Basic dXNlcjpwdw==", "Bearer", "Bearer a.b", "Bearer a.!!!.c", "Bearer a.W10.c"],
-)
-def test_a_missing_or_malformed_token_names_nobody(authorization: str) -> None:
-    assert caller_identity({"Authorization": authorization}, trust_local_header=False) is None
-
-
-def test_the_local_header_counts_only_when_trusted() -> None:
-    headers = {LOCAL_CALLER_HEADER: "carol", "Authorization": f"Bearer {token({'sub': 'dave'})}"}
-
-    assert caller_identity(headers, trust_local_header=True) == "carol"
-    assert caller_identity(headers, trust_local_header=False) == "dave"
-
-
-def test_unverified_claims_reads_the_payload_only() -> None:
-    assert unverified_claims(token({"email": "a@b.c"}, signature="anything")) == {"email": "a@b.c"}
-    assert unverified_claims("not a token") == {}
 
 
 # Errors -----------------------------------------------------------------------

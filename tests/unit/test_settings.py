@@ -140,8 +140,19 @@ def test_api_settings_parse_booleans_and_bounds():
     settings = ApiSettings.from_env(environ(OWNER_SCOPING="true"))
 
     assert settings.owner_scoping is True
-    assert settings.trust_local_identity_header is False
+    assert settings.id_token_audiences == ()  # tokens Cloud Run did not check: refused
     assert settings.signed_url_ttl_seconds == 900
+
+
+def test_id_token_audiences_are_a_comma_separated_list():
+    settings = ApiSettings.from_env(
+        environ(ID_TOKEN_AUDIENCES="https://submit-x.a.run.app, https://status-x.a.run.app,")
+    )
+
+    assert settings.id_token_audiences == (
+        "https://submit-x.a.run.app",
+        "https://status-x.a.run.app",
+    )
 
 
 def test_api_settings_refuse_a_too_short_signed_url_ttl():

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="YAML file with submit_url/status_url/delete_url"
     )
     parser.add_argument("--json", action="store_true", help="print raw JSON (for scripts)")
+    parser.add_argument(
+        "--as",
+        dest="caller",
+        metavar="EMAIL",
+        help="local stack only: the caller its issuer's tokens name (default $TUNING_CALLER, "
+        "then $USER@localhost)",
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.register(sub)
     data_commands.register(sub)
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def client_from(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(Endpoints.from_environment(args.config))
+    return ApiClient(Endpoints.from_environment(args.config, caller=getattr(args, "caller", None)))
 
 
 def print_json(value: Any) -> None:

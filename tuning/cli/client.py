@@ -2,9 +2,13 @@
 
 Endpoints come from the environment (`TUNING_SUBMIT_URL`, `TUNING_STATUS_URL`,
 `TUNING_DELETE_URL`, as `.local/stack.env` exports them) or from a YAML config
-file. Deployed functions are private: requests carry a Google ID token for
-the function's URL. The local stack has no IAM, so the caller is named in a
-header that only the local stack honours.
+file. The functions are private: every request carries an ID token for the
+function's URL. For deployed functions it is a Google ID token (service-account
+credentials, else `gcloud auth print-identity-token`); for the local stack the
+local issuer (`TUNING_LOCAL_ISSUER_KEY`, exported by `.local/stack.env`) mints one
+for the caller named by `--as EMAIL`, `TUNING_CALLER` or `caller:` in the config
+file (default: `$USER@localhost`), which the local front door checks as Cloud
+Run's IAM does.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from typing import Any
 import requests
 
 DEFAULT_CONFIG = Path("~/.config/gemma-tuning/config.yaml")
-LOCAL_CALLER_HEADER = "X-Tuning-Caller"
 TIMEOUT_SECONDS = 30
 
 
@@ -36,11 +39,13 @@ class Endpoints:
     submit_url: str
     status_url: str
     delete_url: str
-    caller: str | None = None  # the local stack's stand-in for an IAM identity
-    use_id_token: bool = False
+    caller: str | None = None  # whom the local issuer's tokens name
+    local_issuer_key: Path | None = None  # the local stack's issuer; None: Google ID tokens
 
     @classmethod
-    def from_environment(cls, config_path: Path | None = None) -> Endpoints:
+    def from_environment(
+        cls, config_path: Path | None = None, *, caller: str | None = None
+    ) -> Endpoints:
         values = _config_file(config_path)
         urls = {}
         for name in ("submit", "status", "delete"):
@@ -52,13 +57,21 @@ class Endpoints:
                 )
             urls[name] = str(url).rstrip("/")
         local = all(_is_loopback(url) for url in urls.values())
-        caller = os.environ.get("TUNING_CALLER") or values.get("caller")
+        issuer_key = os.environ.get("TUNING_LOCAL_ISSUER_KEY") or values.get("issuer_key")
+        if local and not issuer_key:
+            raise ClientError(
+                "the local stack's endpoints need its issuer to mint tokens: set "
+                "TUNING_LOCAL_ISSUER_KEY (`source .local/stack.env` after `make up`)"
+            )
+        if not local:
+            return cls(urls["submit"], urls["status"], urls["delete"])
+        caller = caller or os.environ.get("TUNING_CALLER") or values.get("caller")
         return cls(
             submit_url=urls["submit"],
             status_url=urls["status"],
             delete_url=urls["delete"],
-            caller=(caller or os.environ.get("USER") or "local-user") if local else None,
-            use_id_token=not local,
+            caller=caller or f"{os.environ.get('USER') or 'local-user'}@localhost",
+            local_issuer_key=Path(str(issuer_key)).expanduser(),
         )
 
 
@@ -110,13 +123,11 @@ class ApiClient:
     def __init__(self, endpoints: Endpoints, session: requests.Session | None = None) -> None:
         self.endpoints = endpoints
         self.session = session or requests.Session()
+        self._issuer: Any = None  # the local issuer, loaded at the first request
 
     def _request(self, method: str, base: str, path: str, **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", None) or {})
-        if self.endpoints.caller:
-            headers[LOCAL_CALLER_HEADER] = self.endpoints.caller
-        if self.endpoints.use_id_token:
-            headers["Authorization"] = f"Bearer {id_token_for(base)}"
+        headers["Authorization"] = f"Bearer {self._id_token(base)}"
         url = f"{base}{path}"
         try:
             response = self.session.request(
@@ -125,6 +136,21 @@ class ApiClient:
         except requests.RequestException as error:
             raise ClientError(f"cannot reach {url}: {error.__class__.__name__}") from error
         return _decode(response)
+
+    def _id_token(self, audience: str) -> str:
+        if self.endpoints.local_issuer_key is None:
+            return id_token_for(audience)
+        from tuning.local.issuer import LocalIssuer
+
+        if self._issuer is None:
+            try:
+                self._issuer = LocalIssuer(self.endpoints.local_issuer_key)
+            except OSError as error:
+                raise ClientError(
+                    f"cannot read the local issuer's key {self.endpoints.local_issuer_key}: "
+                    f"{error.strerror}; is the local stack up (`make up`)?"
+                ) from None
+        return self._issuer.mint(self.endpoints.caller or "local-user", audience=audience)
 
     def submit(self, request: dict[str, Any], idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

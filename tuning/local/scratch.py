@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import requests
 
 from tuning.gcp.pubsub import Publisher, PubSubAdmin
+from tuning.identity import AUTHORIZATION
 from tuning.launchers.local import LocalLauncher
 from tuning.local.bootstrap import (
     DeliveryPolicy,
@@ -34,6 +35,7 @@ from tuning.local.bootstrap import (
     dead_letter_topic,
     push_endpoint,
 )
+from tuning.local.front_door import FrontDoorProcess, start_front_door
 from tuning.local.functions import (
     FUNCTIONS,
     FunctionServer,
@@ -41,6 +43,8 @@ from tuning.local.functions import (
     start_function,
     stop_function,
 )
+from tuning.local.issuer import ISSUER_KEY_ENV, LocalIssuer
+from tuning.local.stack import API_FUNCTIONS
 from tuning.services import Services
 from tuning.settings import LauncherSettings
 
@@ -76,7 +80,7 @@ def scratch_environment(workdir: Path, unique: str, **variables: str) -> dict[st
         "SECRET_BACKEND": "local",
         "TUNING_LOCAL_SECRETS_FILE": str(workdir / "secrets.json"),
         "TUNING_LOCAL_SIGNER_KEY_FILE": str(workdir / "signer-key.json"),
-        "TRUST_LOCAL_IDENTITY_HEADER": "true",
+        ISSUER_KEY_ENV: str(workdir / "issuer-key.pem"),
         "LAUNCHER": "local",
         "LOCAL_LAUNCHER_DIR": str(workdir / "executions"),
         "TRAINER_WORK_DIR": str(workdir / "trainer"),
@@ -102,6 +106,8 @@ class ScratchStack:
     publisher: Publisher
     servers: dict[str, FunctionServer]
     resources: LocalResources | None
+    issuer: LocalIssuer
+    front_door: FrontDoorProcess | None  # in front of the API functions started
     captures: list[str] = field(default_factory=list)
     extra_subscriptions: list[str] = field(default_factory=list)
     session: requests.Session = field(default_factory=requests.Session)
@@ -149,6 +155,13 @@ class ScratchStack:
             for topic in topics:
                 admin.ensure_topic(topic)
         servers = _start_servers(list(functions), dict(specs or {}), environ, workdir / "logs")
+        issuer = LocalIssuer.create(environ[ISSUER_KEY_ENV])
+        behind_door = {name: servers[name].url for name in API_FUNCTIONS if name in servers}
+        front_door = (
+            start_front_door(behind_door, issuer_key=issuer.key_path, log_dir=workdir / "logs")
+            if behind_door
+            else None
+        )
         resources = None
         if "dispatch" in servers and "on_job_event" in servers:
             resources = bootstrap(
@@ -171,6 +184,8 @@ class ScratchStack:
             publisher=Publisher(settings.project_id),
             servers=servers,
             resources=resources,
+            issuer=issuer,
+            front_door=front_door,
             captures=[path.rsplit("/", 1)[1] for path in captures],
         )
 
@@ -186,20 +201,40 @@ class ScratchStack:
         with ThreadPoolExecutor(max_workers=len(self.servers) or 1) as pool:
             # Functions keep no state: no need to wait for a graceful shutdown.
             list(pool.map(lambda server: stop_function(server, grace=0), self.servers.values()))
+        if self.front_door is not None:
+            self.front_door.stop()
         self.launcher.kill_all()
 
     # Acting on the stack -----------------------------------------------------------
 
     def url(self, function: str, path: str = "/") -> str:
+        """Where callers reach the function: the front door for the API functions."""
+        if self.front_door is not None and function in self.front_door.routes:
+            return f"{self.front_door.url(function)}{path}"
+        return self.direct_url(function, path)
+
+    def direct_url(self, function: str, path: str = "/") -> str:
+        """The function's own server, past the front door (what only Cloud Run can reach)."""
         return f"{self.servers[function].url}{path}"
 
+    def token(self, caller: str, function: str, **claims: Any) -> str:
+        """An ID token naming `caller` for the function's URL, as `tuning --as` mints it."""
+        return self.issuer.mint(caller, audience=self.url(function, ""), **claims)
+
     def request(
-        self, method: str, function: str, path: str, *, caller: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        function: str,
+        path: str,
+        *,
+        caller: str | None = None,
+        token_header: str = AUTHORIZATION,
+        **kwargs: Any,
     ) -> requests.Response:
-        """An HTTP call to one of the functions, naming the caller as the local stack does."""
+        """An HTTP call to one of the functions; `caller` gets a token in `token_header`."""
         headers = dict(kwargs.pop("headers", None) or {})
         if caller is not None:
-            headers["X-Tuning-Caller"] = caller
+            headers[token_header] = f"Bearer {self.token(caller, function)}"
         kwargs.setdefault("timeout", 60)
         return self.session.request(method, self.url(function, path), headers=headers, **kwargs)
 

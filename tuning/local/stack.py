@@ -6,8 +6,10 @@
 `up` starts, in the background: the Firestore and Pub/Sub emulators and
 fake-gcs-server; the dispatch and on_job_event functions and the bootstrap
 that wires push subscriptions (with dead letters) to them, as Terraform does;
-submit, status, delete and reconcile; a scheduler that calls reconcile every
-few seconds; and it uploads a tiny Gemma 3 (built on the spot) and a small
+submit, status, delete and reconcile; the front door that checks ID tokens in
+front of submit, status and delete as Cloud Run's IAM does (the URLs the CLI
+gets), with the local issuer whose key mints them; a scheduler that calls
+reconcile every few seconds; and it uploads a tiny Gemma 3 (built on the spot) and a small
 learnable chat dataset to local GCS. Dispatch runs the trainer through the
 local launcher (a process per execution, restarted like a Cloud Run task).
 When everything answers it writes `.local/stack.env`. Running `up` twice is
@@ -32,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from tuning.local.emulators import DEFAULT_PROJECT, EmulatorStack, stop_process_group
+from tuning.local.front_door import FrontDoorProcess, start_front_door
 from tuning.local.functions import FUNCTIONS, FunctionServer, start_function, stop_function
+from tuning.local.issuer import ISSUER_KEY_ENV, LocalIssuer
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -40,6 +44,10 @@ BUCKETS = {"data": "local-data", "config": "local-config", "models": "local-mode
 DEMO_DATASET = "demo-colours"
 DEMO_MODEL_PREFIX = "base_models/tiny-gemma3/"
 RECONCILE_PERIOD_SECONDS = 10
+# The functions callers reach, each behind the front door (the others are called by Pub/Sub
+# and the scheduler, whose IAM Terraform grants; locally they are called directly).
+API_FUNCTIONS = ("submit", "status", "delete")
+ISSUER_KEY_FILE = "issuer-key.pem"
 
 
 @dataclass
@@ -49,6 +57,7 @@ class StackState:
     environ: dict[str, str]
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler_pid: int | None = None
+    front_door: dict[str, Any] | None = None  # pid and each function's port
 
     def save(self, workdir: Path) -> None:
         (workdir / STATE_FILE).write_text(json.dumps(self.__dict__, indent=2))
@@ -69,15 +78,14 @@ def stack_environment(emulator_env: dict[str, str], workdir: Path) -> dict[str, 
         "GCS_CONFIG_BUCKET_NAME": BUCKETS["config"],
         "GCS_MODELS_BUCKET_NAME": BUCKETS["models"],
         "SECRET_BACKEND": "local",
-        "TUNING_LOCAL_SECRETS_FILE": str(
-            Path("~/.local/share/gemma-tuning/secrets/local-stack.json").expanduser()
-        ),
+        # The stack's own secret store: two stacks (or a test's and the demo's) share nothing.
+        "TUNING_LOCAL_SECRETS_FILE": str(workdir / "secrets" / "secrets.json"),
+        ISSUER_KEY_ENV: str(workdir / ISSUER_KEY_FILE),
         "LAUNCHER": "local",
         "LOCAL_LAUNCHER_DIR": str(workdir / "executions"),
         "MAX_CONCURRENT_JOBS": "2",
         "TRAINER_MAX_RETRIES": "2",
         "RECONCILE_STALE_SECONDS": "30",
-        "TRUST_LOCAL_IDENTITY_HEADER": "true",
         "TRAINER_PROGRESS_INTERVAL_SECONDS": "1",
         "TRAINER_WORK_DIR": str(workdir / "trainer"),
         "HF_HUB_OFFLINE": "1",
@@ -105,9 +113,12 @@ def up(workdir: Path, project: str = DEFAULT_PROJECT) -> dict[str, str]:
     state = StackState(environ=environ)
     try:
         servers = _start_functions(environ, logs, state, workdir)
+        door = _start_front_door(environ, servers, logs)
+        state.front_door = {"pid": door.pid, "ports": {n: r.port for n, r in door.routes.items()}}
+        state.save(workdir)
         state.scheduler_pid = _start_scheduler(servers["reconcile"].url, environ, logs)
         state.save(workdir)
-        exports = _exports(environ, servers)
+        exports = _exports(environ, servers, door)
         _upload_demo_assets(environ, workdir)
     except BaseException:
         down(workdir)
@@ -137,6 +148,17 @@ def _start_functions(
     return servers
 
 
+def _start_front_door(
+    environ: dict[str, str], servers: dict[str, FunctionServer], logs: Path
+) -> FrontDoorProcess:
+    """Cloud Run's IAM check in front of the API functions, with the issuer it trusts."""
+    key = Path(environ[ISSUER_KEY_ENV])
+    LocalIssuer.create(key)
+    return start_front_door(
+        {name: servers[name].url for name in API_FUNCTIONS}, issuer_key=key, log_dir=logs
+    )
+
+
 def _start_scheduler(reconcile_url: str, environ: dict[str, str], logs: Path) -> int:
     """Cloud Scheduler's stand-in: call reconcile every few seconds."""
     with (logs / "scheduler.log").open("ab") as log:
@@ -163,7 +185,9 @@ def schedule(url: str, period: float = RECONCILE_PERIOD_SECONDS) -> None:
             print(f"reconcile failed: {error}", flush=True)
 
 
-def _exports(environ: dict[str, str], servers: dict[str, FunctionServer]) -> dict[str, str]:
+def _exports(
+    environ: dict[str, str], servers: dict[str, FunctionServer], door: FrontDoorProcess
+) -> dict[str, str]:
     emulator_keys = (
         "GOOGLE_CLOUD_PROJECT",
         "FIRESTORE_EMULATOR_HOST",
@@ -171,12 +195,13 @@ def _exports(environ: dict[str, str], servers: dict[str, FunctionServer]) -> dic
         "STORAGE_EMULATOR_HOST",
         "CLOUDSDK_CORE_CHECK_GCE_METADATA",
         "TUNING_LOCAL_SECRETS_FILE",
+        ISSUER_KEY_ENV,
     )
     return {
         **{key: environ[key] for key in emulator_keys},
-        "TUNING_SUBMIT_URL": servers["submit"].url,
-        "TUNING_STATUS_URL": servers["status"].url,
-        "TUNING_DELETE_URL": servers["delete"].url,
+        "TUNING_SUBMIT_URL": door.url("submit"),
+        "TUNING_STATUS_URL": door.url("status"),
+        "TUNING_DELETE_URL": door.url("delete"),
         "TUNING_RECONCILE_URL": servers["reconcile"].url,
         "TUNING_REQUESTS_TOPIC": "training-requests",
         "TUNING_EVENTS_TOPIC": "job-events",
@@ -237,9 +262,10 @@ def _running_stack(workdir: Path) -> dict[str, str] | None:
         or EmulatorStack.attach(workdir / "emulators") is None
     ):
         return None
-    for server in state.functions.values():
-        if not _answers(f"http://127.0.0.1:{server['port']}/"):
-            return None
+    ports = [server["port"] for server in state.functions.values()]
+    ports += list((state.front_door or {}).get("ports", {}).values())
+    if state.front_door is None or not all(_answers(f"http://127.0.0.1:{p}/") for p in ports):
+        return None
     exports = {}
     for line in env_file.read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
@@ -265,6 +291,8 @@ def down(workdir: Path) -> None:
         _stop_trainers(state.environ)
         if state.scheduler_pid:
             stop_process_group(state.scheduler_pid)
+        if state.front_door:
+            stop_process_group(state.front_door["pid"])
         servers = [
             FunctionServer(name, server["pid"], server["port"], Path(os.devnull))
             for name, server in state.functions.items()
