@@ -35,6 +35,8 @@ class Ledger:
                 "secrets found",
                 "jobs lost",
                 "jobs stuck",
+                "cross-tenant attempts",
+                "cross-tenant succeeded",
             ),
             0,
         )
@@ -89,5 +91,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not any(_LEDGER.figures.values()):
         return
     terminalreporter.section("reliability figures")
+    tenancy = ("cross-tenant attempts", "cross-tenant succeeded")
     for name, value in _LEDGER.figures.items():
-        terminalreporter.write_line(f"{name:>24}: {value}")
+        if name not in tenancy:
+            terminalreporter.write_line(f"{name:>24}: {value}")
+    attempted, succeeded = (_LEDGER.figures[name] for name in tenancy)
+    terminalreporter.write_line(f"cross-tenant attempts: {attempted}, succeeded: {succeeded}")

@@ -30,6 +30,7 @@ def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(
     stack: Stack = start_stack(functions=("submit", "dispatch", "on_job_event"))
     bodies = [train_request(ledger, job_name=f"load {n}") for n in range(SUBMISSIONS)]
     barrier = threading.Barrier(SUBMISSIONS)
+    tokens = [stack.token(caller, "submit") for caller in CALLERS]
 
     def submit(number: int) -> requests.Response:
         session = requests.Session()
@@ -37,7 +38,7 @@ def test_concurrent_submissions_become_distinct_jobs_each_dispatched_once(
         return session.post(
             stack.url("submit", "/train"),
             json=bodies[number],
-            headers={"X-Tuning-Caller": CALLERS[number % len(CALLERS)]},
+            headers={"Authorization": f"Bearer {tokens[number % len(CALLERS)]}"},
             timeout=300,
         )
 

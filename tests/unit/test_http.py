@@ -270,3 +270,11 @@ def test_health_and_openapi_need_no_settings() -> None:
 
     assert health.get_json() == {"status": "ok", "function": "delete"}
     assert document.get_json()["openapi"] == "3.1.0"
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_deeply_nested_json_is_a_400_not_a_crash(opening: str) -> None:
+    nested = opening * 200_000  # past the decoder's recursion limit; well under the size limit
+
+    with pytest.raises(MalformedBodyError, match="nested too deeply"):
+        body_of(nested)
