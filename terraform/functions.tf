@@ -76,6 +76,8 @@ locals {
     MAX_CONCURRENT_JOBS_PER_OWNER = tostring(var.max_concurrent_jobs_per_owner)
     # 0: never; otherwise a running execution silent this long is cancelled as hung.
     RECONCILE_STALLED_SECONDS = tostring(var.reconcile_stalled_seconds)
+    # gs:// base models submit and dispatch accept besides <models bucket>/base_models/.
+    ALLOWED_BASE_MODEL_LOCATIONS = join(",", var.allowed_base_model_locations)
   }
 
   function_source_dir = startswith(var.function_source_dir, "/") ? var.function_source_dir : "${path.module}/${var.function_source_dir}"

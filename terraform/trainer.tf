@@ -20,6 +20,8 @@ locals {
     JOBS_COLLECTION         = var.jobs_collection
     SECRET_BACKEND          = "secretmanager"
     SECRET_PREFIX           = var.secret_prefix
+    # The trainer re-checks a job's gs:// base model against these before reading it.
+    ALLOWED_BASE_MODEL_LOCATIONS = join(",", var.allowed_base_model_locations)
     # Must equal the job's max_retries: on the last attempt the trainer reports a system
     # failure itself instead of exiting for a retry that will never come.
     TRAINER_MAX_RETRIES = tostring(var.trainer_max_retries)

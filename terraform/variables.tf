@@ -179,6 +179,20 @@ variable "secret_prefix" {
   }
 }
 
+variable "allowed_base_model_locations" {
+  description = "Cloud Storage locations, besides the models bucket's base_models/ prefix (where `tuning models upload` puts models), that a job's gs:// base_model_id may name (ALLOWED_BASE_MODEL_LOCATIONS), as gs://bucket/ or gs://bucket/prefix/. Prefixes holding jobs' outputs, checkpoints and configs stay refused even inside a listed location. The trainer account needs read access to each (docs/deploy.md)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition = alltrue([
+      for location in var.allowed_base_model_locations :
+      can(regex("^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/([A-Za-z0-9_.=+-]+/)*$", location))
+      && !can(regex("(^gs://[^/]*\\.\\.|/\\.\\.?/)", location))
+    ])
+    error_message = "Each allowed_base_model_locations entry must be gs://bucket/ or gs://bucket/prefix/, ending with '/', without '.' or '..' segments (tuning/tenancy.py accepts the same)."
+  }
+}
+
 variable "jobs_collection" {
   description = "Firestore collection of the job records (JOBS_COLLECTION)."
   type        = string

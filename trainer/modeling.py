@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.errors import InsufficientSpaceError, ModelNotFoundError, UserError
 from trainer.hardware import Hardware, compute_dtype_name
-from tuning.errors import NotFoundError, TransientError
+from tuning.errors import InvalidRequestError, NotFoundError, TransientError
 from tuning.gcp.storage import GcsStore
 from tuning.spec import Hyperparameters, Method, Provider
+from tuning.tenancy import BaseModelLocations
 
 if TYPE_CHECKING:
     from trainer.recipes import TrainingRun
@@ -40,19 +41,29 @@ def fetch_base_model(
     storage: GcsStore,
     directory: Path,
     token: str | None,
+    locations: BaseModelLocations,
     check_config: Callable[[dict[str, Any]], None] | None = None,
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free,
 ) -> Path:
     """A local directory holding the model's config, weights and tokenizer files.
 
-    `check_config` sees config.json before anything else is downloaded, and may raise.
+    A gs:// model outside `locations` (another job's outputs, say: its record may have been
+    written by anything that can write the jobs collection) fails as a user error before
+    anything of it is read. `check_config` sees config.json before anything else is
+    downloaded, and may raise.
     Then the download's size is checked against the room left in `directory`: on Cloud
     Run that is the task's memory, and a model that cannot fit fails now, clearly, rather
     than by an out-of-memory kill (retried) halfway through the download.
     """
+    try:
+        locations.check(base_model_id)
+    except InvalidRequestError as error:
+        raise UserError(error.message) from None
+    from_gcs = base_model_id.startswith("gs://")
+    if from_gcs and not base_model_id.endswith("/"):
+        base_model_id += "/"  # a folder: gs://b/m must not read gs://b/mconfig.json or gs://b/m2/
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / MODEL_CONFIG
-    from_gcs = base_model_id.startswith("gs://")
     if from_gcs:
         # A missing object is reported below, like a prefix without a model in it.
         with contextlib.suppress(NotFoundError):
@@ -61,8 +72,9 @@ def fetch_base_model(
         _download_from_hub(base_model_id, directory, token, [MODEL_CONFIG])
     if not config_path.is_file():
         raise ModelNotFoundError(f"base model {base_model_id} not found (no config.json there)")
+    model_config = _read_config(config_path, base_model_id)  # a broken one fails here, once
     if check_config is not None:
-        check_config(_read_config(config_path, base_model_id))
+        check_config(model_config)
     needed = (
         storage.total_size(base_model_id)
         if from_gcs
@@ -105,7 +117,14 @@ def _hub_download_size(repo_id: str, token: str | None, patterns: list[str]) -> 
 
 
 def _read_config(path: Path, base_model_id: str) -> dict[str, Any]:
-    config = json.loads(path.read_text())  # a broken file fails like loading it would
+    try:
+        config = json.loads(path.read_bytes())
+        parsed = True
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        parsed = False
+    if not parsed:
+        # The same file fails every attempt: the model's owner must fix it, no retry helps.
+        raise UserError(f"base model {base_model_id}: config.json is not valid JSON")
     if not isinstance(config, dict):
         raise UserError(f"base model {base_model_id}: config.json is not a JSON object")
     return config

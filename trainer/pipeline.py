@@ -32,6 +32,7 @@ from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.settings import TrainerSettings
 from tuning.spec import ExportFormat, Modality, Provider, TrainerType, TrainingConfig
+from tuning.tenancy import BaseModelLocations
 
 logger = logging.getLogger(__name__)
 # Vision models whose processor this build knows how to count and train (Gemma 3, 4B and up).
@@ -68,6 +69,7 @@ def run_training_job(
         storage=services.storage,
         directory=work_dir / "base",
         token=job.hf_token,
+        locations=BaseModelLocations.from_settings(settings),
         check_config=functools.partial(check_model_config, config),
     )
     if gguf_tools is not None:

@@ -66,6 +66,28 @@ class ServiceSettings(BaseModel):
     secret_prefix: str = Field(
         "tuning-", pattern=r"^[A-Za-z0-9_-]{1,40}$", validation_alias=env("SECRET_PREFIX")
     )
+    # Where a gs:// base_model_id may point besides the models bucket's base_models/
+    # (tuning/tenancy.py): comma-separated gs://bucket/ or gs://bucket/prefix/. Submit,
+    # dispatch and the trainer all check it; jobs' outputs stay refused whatever is listed.
+    allowed_base_model_locations: tuple[str, ...] = Field(
+        (), validation_alias=env("ALLOWED_BASE_MODEL_LOCATIONS")
+    )
+
+    @field_validator("allowed_base_model_locations", mode="before")
+    @classmethod
+    def _locations_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_base_model_locations")
+    @classmethod
+    def _locations_format(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from tuning.tenancy import parse_location
+
+        for location in value:
+            parse_location(location)  # ValueError names the entry and the rule
+        return value
 
     @property
     def layout(self) -> StorageLayout:

@@ -267,6 +267,12 @@ class TrainingConfig(Contract):
             raise ValueError(
                 "base_model_id must be a Hub id ('owner/name') or 'gs://bucket/prefix/'"
             )
+        if value.startswith("gs://") and not value.removeprefix("gs://").partition("/")[2]:
+            # A whole bucket is no model folder: the trainer would read the bucket's root.
+            raise ValueError(
+                "base_model_id 'gs://bucket' needs the folder holding the model's config.json: "
+                "'gs://bucket/prefix/'"
+            )
         return value
 
     @field_validator("method", mode="before")

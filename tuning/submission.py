@@ -2,7 +2,8 @@
 
 Used by the submit function (which then publishes a `JobReference`) and by
 dispatch for full requests that other services publish. The order matters:
-secrets first (only references leave this module), then the redacted config,
+what the request names is checked first (`tuning.tenancy`: base model locations, secrets
+shared with the owner), then secrets (only references leave this module), the redacted config,
 then the Firestore record, then the message. If any step fails, the steps
 before it are undone, so a failed submit leaves no record, config or secret.
 """
@@ -16,6 +17,7 @@ from tuning.errors import ConflictError, TransientError, TuningError
 from tuning.jobs import JobRecord, new_job_id, new_job_record, stable_suffix
 from tuning.services import Services
 from tuning.spec import JobReference, TrainRequest
+from tuning.tenancy import check_request
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,13 @@ def submit_job(
     job_id: str | None = None,
     publish: bool = True,
 ) -> Submitted:
-    """Queue the job: secrets, config, record and (when `publish`) the request message."""
+    """Queue the job: secrets, config, record and (when `publish`) the request message.
+
+    First, what the request names must be the owner's to use (InvalidRequestError, 422):
+    checked before anything is written, and outside the try below, which would turn the
+    refusal into a TransientError.
+    """
+    check_request(request, owner=owner, settings=services.settings, secrets=services.secrets)
     job_id = job_id or job_id_for(request, owner=owner, idempotency_key=idempotency_key)
     existing = services.jobs.find(job_id)
     if existing is not None:

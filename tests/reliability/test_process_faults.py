@@ -107,7 +107,7 @@ def real_stack(start_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         stderr=subprocess.DEVNULL,
     )
     settings = stack.settings
-    stack.services.storage.upload_dir(model, f"gs://{settings.models_bucket}/base/tiny/")
+    stack.services.storage.upload_dir(model, f"gs://{settings.models_bucket}/base_models/tiny/")
     for split, rows in demo_dataset_splits().items():
         stack.services.storage.upload_bytes(
             f"gs://{settings.data_bucket}/processed_datasets/colours/{split}.jsonl",
@@ -117,7 +117,7 @@ def real_stack(start_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def real_request(stack: Stack, ledger: Ledger) -> dict[str, Any]:
-    request = demo_request(f"gs://{stack.settings.models_bucket}/base/tiny/", "colours")
+    request = demo_request(f"gs://{stack.settings.models_bucket}/base_models/tiny/", "colours")
     request["hf_token"] = ledger.token("hf_")
     config = request["training_config"]
     config["hyperparameters"].update(

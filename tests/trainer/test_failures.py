@@ -22,6 +22,7 @@ from trainer.main import main
 from trainer.modeling import fetch_base_model
 from tuning.events import EventType, FailedEvent, ProgressEvent
 from tuning.jobs import ErrorType, JobStatus
+from tuning.tenancy import BaseModelLocations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,8 +121,10 @@ def test_unsupported_combination_fails_once_without_retry(stack: TrainerStack) -
 
 
 def test_unexpected_error_is_retried_and_reported_on_the_last_attempt(stack: TrainerStack) -> None:
+    # A config but no tokenizer or weights: loading fails in a way the trainer does not
+    # classify (a broken config.json is a user error: tests/trainer/test_base_model_checks.py).
     model_uri = f"gs://{stack.models_bucket}/base_models/broken/"
-    stack.storage.upload_bytes(f"{model_uri}config.json", b"{not json")
+    stack.storage.upload_bytes(f"{model_uri}config.json", b'{"model_type": "gemma3_text"}')
     job_id = stack.submit(request_for(stack, model_uri, colour_rows(4)))
 
     first = main(settings=stack.settings(job_id, attempt=0), services=stack.services(job_id))
@@ -286,6 +289,7 @@ def test_a_base_model_that_does_not_fit_fails_before_its_weights_are_fetched(
             storage=stack.storage,
             directory=tmp_path / "base",
             token=None,
+            locations=BaseModelLocations.from_settings(stack.settings("any-job")),
             free_bytes=lambda _: stored - 1,  # one byte short
         )
 

@@ -1,5 +1,8 @@
 """Per-job secrets: Secret Manager in GCP, a private JSON file for the local stack.
 
+Users' own secrets are only read: their value by the trainer, their annotations (metadata,
+never the value) at submit, to see whom the operator shared them with (tuning/tenancy.py).
+
 Both speak the same reference format, `projects/{project}/secrets/{secret_id}/versions/{n}`,
 so a job record holds references only. Secret values never appear in logs, reprs or error
 messages; errors name the secret, never its content.
@@ -57,6 +60,13 @@ class SecretStore(Protocol):
 
     def delete_job_secrets(self, job_id: str) -> list[str]:
         """Delete every secret of the job; returns the deleted secret names. Idempotent."""
+        ...
+
+    def annotations(self, reference: str) -> dict[str, str]:
+        """The annotations of the referenced secret: its metadata, never its value.
+
+        NotFoundError when the secret does not exist or its metadata may not be read.
+        """
         ...
 
 
@@ -173,6 +183,20 @@ class SecretManagerStore:
             raise TransientError(f"{name}: payload checksum mismatch")
         return _decode(data, name)
 
+    def annotations(self, reference: str) -> dict[str, str]:
+        """GetSecret (metadata, needs secretmanager.secrets.get), never AccessSecretVersion."""
+        project, sid, _ = parse_reference(reference)
+        name = f"projects/{project}/secrets/{sid}"
+        request = secretmanager.GetSecretRequest(name=name)
+        try:
+            with _api_errors(name):
+                secret = self.client.get_secret(request=request)
+        except api_exceptions.PermissionDenied as error:
+            # Secret Manager answers PermissionDenied for a secret we may not see, whether
+            # or not it exists: both read as "not found" to the caller.
+            raise NotFoundError(f"{name} not found or not accessible") from error
+        return {str(key): str(value) for key, value in dict(secret.annotations).items()}
+
     def delete_job_secrets(self, job_id: str) -> list[str]:
         """Delete the job's secrets, found by label and checked by id; returns their names."""
         if not JOB_ID.fullmatch(job_id):
@@ -263,6 +287,39 @@ class LocalSecretStore:
 
     def _secret_name(self, sid: str) -> str:
         return f"projects/{self.project}/secrets/{sid}"
+
+    def create_user_secret(
+        self, secret_id: str, value: str, *, owners: list[str] | tuple[str, ...] = ()
+    ) -> str:
+        """A secret of a user's own (not a job's), shared as an operator would share it.
+
+        `owners` become the `gemma-tuning-usable-by` annotation (tuning/tenancy.py); empty:
+        no annotation, a secret nobody was given. Returns the reference of its first version.
+        """
+        from tuning.tenancy import USABLE_BY_ANNOTATION
+
+        if not SECRET_ID.fullmatch(secret_id):
+            raise InvalidRequestError(f"secret id {secret_id!r} is not valid for Secret Manager")
+        annotations = {USABLE_BY_ANNOTATION: " ".join(owners)} if owners else {}
+        with self._locked(exclusive=True):
+            data = self._read()
+            if secret_id in data["secrets"]:
+                raise InvalidRequestError(f"{self._secret_name(secret_id)} already exists")
+            data["secrets"][secret_id] = {"annotations": annotations, "versions": [value]}
+            self._write(data)
+        return f"{self._secret_name(secret_id)}/versions/1"
+
+    def annotations(self, reference: str) -> dict[str, str]:
+        """The secret's annotations; NotFoundError for a secret this store does not hold."""
+        project, sid, _ = parse_reference(reference)
+        what = f"projects/{project}/secrets/{sid}"
+        if project != self.project:
+            raise NotFoundError(f"{what} not found (local store holds project {self.project})")
+        with self._locked(exclusive=False):
+            record = self._read()["secrets"].get(sid)
+        if not isinstance(record, dict):
+            raise NotFoundError(f"{what} not found")
+        return {str(k): str(v) for k, v in dict(record.get("annotations") or {}).items()}
 
     def put(self, job_id: str, name: str, value: str) -> str:
         """Append `value` as a new version of the job's secret."""
