@@ -46,6 +46,6 @@ output "trainer_image_repository" {
 }
 
 output "service_accounts" {
-  description = "Email of each service account. Grant the trainer account secretAccessor on any existing secret a request references by name."
+  description = "Email of each service account. To share an existing secret with callers, grant submit and dispatch secretmanager.viewer and the trainer secretAccessor on it, and annotate it (docs/deploy.md)."
   value       = { for key, account in google_service_account.accounts : key => account.email }
 }
