@@ -204,9 +204,14 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
     )
 
     after = _snapshot(stack)
+    # The control: what was refused to Bob is Alice's to use.
+    body = _merged(train_request(ledger), {"hf_token": None, "hf_token_secret": shared_with_alice})
+    alices_use = stack.request("POST", "submit", "/train", json=body, caller=ALICE)
+
     assert attempts.leaks == []
     assert after == before  # records, objects and secrets: nothing of anyone changed
     assert served.status_code == 200 and served.json()["job_id"] == alices_done
+    assert alices_use.status_code == 202, alices_use.text
 
 
 def _jobs_of(stack: Stack, caller: str, ledger: Ledger) -> list[str]:

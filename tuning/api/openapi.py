@@ -37,6 +37,13 @@ ERRORS = {
     422: "A field or parameter is invalid; `error.field` names it.",
     503: "A dependency is unavailable; nothing half-done remains. Retry after `Retry-After` s.",
 }
+# What Google's front end answers before a request reaches a function (tuning/identity.py
+# and docs/architecture.md cite the Cloud Run pages): an HTML error page, never our JSON.
+FRONT_END_ERRORS = {
+    401: "Cloud Run's front end: the ID token is invalid, expired or for another URL.",
+    403: "Cloud Run's front end: no ID token, or the caller may not invoke this function "
+    "(roles/run.invoker).",
+}
 DESCRIPTION = """\
 Fine-tune Gemma models: submit a job, follow it, download its artifacts, cancel or
 delete it. Compatible with the seed training service's routes and fields.
@@ -170,6 +177,13 @@ def _responses(operation: Operation, refs: dict[Key, dict[str, Any]]) -> dict[st
             responses[str(status)]["headers"] = {
                 "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}
             }
+    for status, description in FRONT_END_ERRORS.items():
+        answer = responses.setdefault(str(status), {"description": description, "content": {}})
+        if answer["description"] != description:
+            answer["description"] = (
+                f"{answer['description']} Or {description[0].lower()}{description[1:]}"
+            )
+        answer["content"]["text/html"] = {"schema": {"type": "string"}}
     return responses
 
 

@@ -24,6 +24,7 @@ that front end for the local stack: one listener per function, each with its own
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import signal
 import subprocess
@@ -132,9 +133,7 @@ class FrontDoor:
             request.headers, audience=self.audience, issuer=self.issuer, invokers=self.invokers
         )
         if isinstance(decision, Refusal):
-            return Response(
-                f"Error: {decision.message}\n", status=decision.status, mimetype="text/plain"
-            )
+            return _error_page(decision)
         if request.content_length and request.content_length > MAX_REQUEST_BYTES:
             return Response("Error: request too large\n", status=413, mimetype="text/plain")
         headers = {
@@ -159,6 +158,17 @@ class FrontDoor:
             if key.lower() not in HOP_BY_HOP:
                 response.headers[key] = value
         return response
+
+
+def _error_page(refusal: Refusal) -> Response:
+    """An HTML page, as Google's front end answers (never the function's JSON)."""
+    title = {401: "401 Unauthorized", 403: "403 Forbidden"}.get(refusal.status, "Error")
+    page = (
+        f"<html><head><title>{title}</title></head>"
+        f"<body><h1>Error: {title.split(' ', 1)[1]}</h1><p>{html.escape(refusal.message)}</p>"
+        "</body></html>\n"
+    )
+    return Response(page, status=refusal.status, mimetype="text/html")
 
 
 @dataclass(frozen=True)

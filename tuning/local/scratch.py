@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import requests
 
 from tuning.gcp.pubsub import Publisher, PubSubAdmin
+from tuning.gcp.secrets import LocalSecretStore
 from tuning.identity import AUTHORIZATION, SIGNATURE_REMOVED
 from tuning.launchers.local import LocalLauncher
 from tuning.local.bootstrap import (
@@ -141,7 +142,13 @@ class ScratchStack:
             max_retries=settings.trainer_max_retries,
             environ=environ,
         )
-        services = Services(settings, launcher=launcher)
+        # The stack's own secret store (this process's environment names none, or another).
+        secrets = LocalSecretStore(
+            environ["TUNING_LOCAL_SECRETS_FILE"],
+            project=settings.project_id,
+            prefix=settings.secret_prefix,
+        )
+        services = Services(settings, launcher=launcher, secrets=secrets)
         admin = PubSubAdmin(settings.project_id)
         for bucket in (settings.config_bucket, settings.data_bucket, settings.models_bucket):
             services.storage.create_bucket_if_absent(bucket)
