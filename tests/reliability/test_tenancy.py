@@ -164,7 +164,11 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
             {"hf_token": None, "hf_token_secret": shared_with_alice},
         ],
         "training_config.wandb_config.api_key_secret": [
-            {"training_config": {"wandb_config": {"api_key_secret": alices_secret}}},
+            {
+                "training_config": {
+                    "wandb_config": {"api_key": None, "api_key_secret": alices_secret}
+                }
+            },
         ],
     }
     published: list[str] = []
@@ -208,7 +212,7 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
     body = _merged(train_request(ledger), {"hf_token": None, "hf_token_secret": shared_with_alice})
     alices_use = stack.request("POST", "submit", "/train", json=body, caller=ALICE)
 
-    assert attempts.leaks == []
+    assert attempts.leaks == [], "\n".join(attempts.leaks)
     assert after == before  # records, objects and secrets: nothing of anyone changed
     assert served.status_code == 200 and served.json()["job_id"] == alices_done
     assert alices_use.status_code == 202, alices_use.text
