@@ -18,9 +18,12 @@ can carry an ID token, before a request reaches the container:
 So the caller is read from `X-Serverless-Authorization` when present, else from
 `Authorization`. Claims of a token whose signature Google removed are taken as they are
 (only Cloud Run's front end can have let that request through, since the container is
-not reachable otherwise). A token that still carries a signature is verified here
-against Google's certificates and the audiences in `ID_TOKEN_AUDIENCES`, or refused
-when none are configured. Locally, `tuning.local.front_door` plays Cloud Run's part.
+not reachable otherwise). A token that still carries a signature is refused. A
+deployment that disables Cloud Run's invoker check and fronts the functions some other
+way sets `ID_TOKEN_AUDIENCES`: then every token is verified here against Google's
+certificates and those audiences, and a "signature removed" token is refused (nobody
+removed it), while deciding who may call at all is that front's job. Locally,
+`tuning.local.front_door` plays Cloud Run's part.
 """
 
 from __future__ import annotations
@@ -86,16 +89,20 @@ def caller_identity(headers: HeaderSource, *, verifier: TokenVerifier | None = N
     presented = presented_token(headers)
     if presented is None:
         return None
-    if presented.checked_by_front_end:
-        claims: Mapping[str, Any] = unverified_claims(presented.token)
-    elif verifier is not None:
-        claims = verifier.verify(presented.token)
+    if verifier is not None:
+        # A deployment that verifies tokens itself has no Google front end removing
+        # signatures: a "signature removed" token there is one anybody could have typed.
+        claims: Mapping[str, Any] = verifier.verify(presented.token)
+    elif presented.checked_by_front_end:
+        claims = unverified_claims(presented.token)
     else:
         raise UnauthenticatedError(
             f"the token in {presented.header} was not checked by Cloud Run's IAM and this "
             "deployment verifies no tokens itself: call the function's URL with an ID token "
             "for it (Authorization or X-Serverless-Authorization)"
         )
+    if claims.get("email") and claims.get("email_verified") is False:
+        raise UnauthenticatedError(f"the token in {presented.header} has an unverified email")
     identity = claims.get("email") or claims.get("sub")
     if not is_identity(identity):
         raise UnauthenticatedError(f"the token in {presented.header} names no caller")

@@ -164,3 +164,23 @@ def test_a_token_signed_by_another_key_is_refused(
 
     with pytest.raises(UnauthenticatedError):
         caller_identity({"Authorization": f"Bearer {token}"}, verifier=verifier)
+
+
+def test_with_a_verifier_a_signature_removed_token_is_refused(
+    google_like: tuple[LocalIssuer, CertsRequest],
+) -> None:
+    """Verifying itself means no Google front end removed signatures: anyone typed that one."""
+    _, request = google_like
+    verifier = GoogleIdTokenVerifier([AUDIENCE], request=request, certs_url="https://certs")
+    forged = checked({"email": "alice@example.com", "aud": AUDIENCE})
+
+    for header in ("Authorization", "X-Serverless-Authorization"):
+        with pytest.raises(UnauthenticatedError):
+            caller_identity({header: f"Bearer {forged}"}, verifier=verifier)
+
+
+def test_an_unverified_email_names_nobody() -> None:
+    token = checked({"email": "alice@example.com", "email_verified": False, "sub": "9"})
+
+    with pytest.raises(UnauthenticatedError, match="unverified email"):
+        caller_identity({"Authorization": f"Bearer {token}"})
