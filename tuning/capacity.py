@@ -3,7 +3,8 @@ and at most `MAX_CONCURRENT_JOBS_PER_OWNER` of them (when set) for any one calle
 one team member's batch of jobs cannot take every GPU.
 
 One capacity document per trainer job (GPU tier), `{jobs_collection}_capacity/{trainer_job}`,
-lists the jobs holding a slot (`holders`) and whose each is (`owners`). A job's dispatch
+lists the jobs holding a slot (`holders`) and whose each is (`owners`; jobs without an
+owner all count as `OWNERLESS`). A job's dispatch
 claim and its slot are written in one transaction, so two deliveries can never both take
 the last slot. Nobody frees a slot when a job ends: the next claim drops holders whose
 job is gone or terminal (a terminal status never changes back, so reading it outside
@@ -27,6 +28,12 @@ from tuning.jobs import JobRecord, JobStatus, utcnow
 from tuning.settings import LauncherSettings
 
 CLAIMED_REASON = "dispatching: starting a trainer execution"
+# The one owner every job without an owner counts under for the per-owner limit: jobs
+# published without an `owner` attribute would otherwise escape it entirely. One shared
+# allowance (not none, not one per job) keeps such a publisher to its share of the GPUs.
+# The record keeps owner None (it names nobody); only the capacity document uses this
+# key, which no identity can equal (identities have no whitespace: tuning.ids).
+OWNERLESS = "(no owner)"
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
 
@@ -78,6 +85,11 @@ class Slots:
         return sum(1 for job in self.holders if self.owners.get(job) == owner)
 
 
+def owner_key(job: JobRecord) -> str:
+    """Whose share of the slots the job uses: its owner, or the one owner-less share."""
+    return job.owner or OWNERLESS
+
+
 @dataclass(frozen=True)
 class Decision:
     """A claim's outcome and the writes it needs (None: nothing to write)."""
@@ -108,7 +120,7 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
         wait: tuple[ClaimOutcome, str] | None = None
         if len(kept.holders) >= attempt.limit:
             wait = ClaimOutcome.AT_CAPACITY, waiting_reason(len(kept.holders), attempt.limit)
-        elif attempt.owner_limit and job.owner and kept.held_by(job.owner) >= attempt.owner_limit:
+        elif attempt.owner_limit and kept.held_by(owner_key(job)) >= attempt.owner_limit:
             wait = ClaimOutcome.OWNER_AT_LIMIT, owner_waiting_reason(attempt.owner_limit)
         if wait is not None:
             outcome, reason = wait
@@ -117,9 +129,7 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
                 job_changes=None if job.status_reason == reason else {"status_reason": reason},
                 slots=pruned,
             )
-    owners = dict(kept.owners)
-    if job.owner:
-        owners[attempt.job_id] = job.owner
+    owners = {**kept.owners, attempt.job_id: owner_key(job)}
     claimed = Slots({**kept.holders, attempt.job_id: attempt.now}, owners)
     changes = {
         "dispatch_claim": attempt.claim_id,

@@ -17,6 +17,7 @@ execution recorded on the job if the claim still holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -38,7 +39,13 @@ from tuning.errors import (
     TuningError,
 )
 from tuning.events import JobNotification
-from tuning.ids import GCS_PREFIX_PATTERN, HF_MODEL_PATTERN, has_dot_segments, is_segment_id
+from tuning.ids import (
+    GCS_PREFIX_PATTERN,
+    HF_MODEL_PATTERN,
+    has_dot_segments,
+    is_identity,
+    is_segment_id,
+)
 from tuning.jobs import (
     ErrorType,
     JobError,
@@ -63,7 +70,8 @@ from tuning.submission import job_id_for, submit_job
 logger = logging.getLogger(__name__)
 
 # A message attribute naming the user a publishing service acts for; only principals
-# allowed to publish on training-requests (trusted services, by IAM) can set it.
+# allowed to publish on training-requests (trusted services, by IAM: Terraform's
+# request_publishers) can set it. Checked like an HTTP identity (tuning.ids.is_identity).
 OWNER_ATTRIBUTE = "owner"
 STARTED = "trainer execution started; waiting for the trainer to report"
 
@@ -88,19 +96,55 @@ def dispatch_message(
     *, data: bytes, message_id: str, attributes: Mapping[str, str], services: Services
 ) -> DispatchResult:
     """Handle one `training-requests` message; raises only when a redelivery can help."""
+    owner = attributes.get(OWNER_ATTRIBUTE) or None  # an empty attribute names nobody
+    if owner is not None and not is_identity(owner):
+        # Checked before anything else: a bad owner must not become a record or a launch.
+        # The value is not logged (it may be 100 KiB or carry newlines that forge log
+        # lines): its length and a hash let the publisher find the message it sent.
+        logger.error(
+            "message %s acknowledged without effect: its %s attribute (%d characters, "
+            "sha256 %s) is not an identity (printable ASCII, no whitespace, at most 320)",
+            message_id,
+            OWNER_ATTRIBUTE,
+            len(owner),
+            hashlib.sha256(owner.encode("utf-8", "replace")).hexdigest()[:16],
+        )
+        return DispatchResult(DispatchOutcome.REJECTED)
     try:
         message = parse_request_message(data)
     except InvalidRequestError as error:
         return reject_message(data, error, message_id=message_id, services=services)
     if isinstance(message, JobReference):
-        return dispatch_job(message.job_id, services=services)
-    owner = attributes.get(OWNER_ATTRIBUTE) or None
+        return dispatch_reference(message, owner=owner, message_id=message_id, services=services)
     try:
         job = queue_request(message, message_id=message_id, owner=owner, services=services)
-    except ConflictError as error:
+    except (ConflictError, InvalidRequestError) as error:
+        # Never retried: an idempotency clash, or a request naming what the owner may not
+        # use (tuning.tenancy). No job: nothing was written, nor is the owner's to show.
         logger.error("request in message %s rejected: %s", message_id, error.message)
         return DispatchResult(DispatchOutcome.REJECTED)
     return dispatch_job(job.job_id, services=services)
+
+
+def dispatch_reference(
+    reference: JobReference, *, owner: str | None, message_id: str, services: Services
+) -> DispatchResult:
+    """Dispatch a referenced job, unless the publisher acts for someone who does not own it.
+
+    Submit publishes references without an owner; a publisher that names one may only
+    dispatch that owner's jobs (a service acting for Bob must not start Alice's job).
+    """
+    if owner is not None:
+        job = services.jobs.find(reference.job_id)
+        if job is not None and job.owner != owner:
+            logger.error(
+                "message %s acknowledged without effect: job %s is not owned by the publisher's %s",
+                message_id,
+                reference.job_id,
+                OWNER_ATTRIBUTE,
+            )
+            return DispatchResult(DispatchOutcome.REJECTED)
+    return dispatch_job(reference.job_id, services=services)
 
 
 def parse_request_message(data: bytes) -> JobReference | TrainRequest:

@@ -9,6 +9,7 @@ import pytest
 
 from tuning.capacity import (
     CLAIMED_REASON,
+    OWNERLESS,
     ClaimAttempt,
     ClaimOutcome,
     Slots,
@@ -86,7 +87,9 @@ def test_slots_of_finished_jobs_are_freed_by_the_next_claim():
     )
 
     assert decision.claim.outcome is ClaimOutcome.CLAIMED
-    assert decision.slots == held({"job-c": EARLIER, "job-a": NOW}, {"job-c": "bob"})
+    assert decision.slots == held(
+        {"job-c": EARLIER, "job-a": NOW}, {"job-c": "bob", "job-a": OWNERLESS}
+    )
 
 
 def test_a_job_keeps_its_own_slot_when_its_stale_claim_is_taken_over():
@@ -128,14 +131,25 @@ def test_an_owner_at_their_limit_waits_while_others_get_free_slots():
     assert bobs.claim.outcome is ClaimOutcome.CLAIMED
 
 
-def test_an_owner_limit_counts_only_jobs_still_running_and_ignores_ownerless_jobs():
+def test_an_owner_limit_counts_only_jobs_still_running():
     slots = held({"job-b": EARLIER, "job-c": EARLIER}, {"job-b": "ann", "job-c": "ann"})
 
     freed = decide_claim(
         attempt(limit=4, owner_limit=2, finished=frozenset({"job-b"})), job(owner="ann"), slots
     )
-    ownerless = decide_claim(attempt(limit=4, owner_limit=1), job(), slots)
 
     assert freed.claim.outcome is ClaimOutcome.CLAIMED
     assert freed.slots == held({"job-c": EARLIER, "job-a": NOW}, {"job-c": "ann", "job-a": "ann"})
-    assert ownerless.claim.outcome is ClaimOutcome.CLAIMED  # no identity, no share to count
+
+
+def test_ownerless_jobs_share_one_owner_allowance():
+    one_ownerless = held({"job-b": EARLIER}, {"job-b": OWNERLESS})
+
+    ownerless = decide_claim(attempt(limit=4, owner_limit=1), job(), one_ownerless)
+    owned = decide_claim(attempt(limit=4, owner_limit=1), job(owner="ann"), one_ownerless)
+
+    assert ownerless.claim.outcome is ClaimOutcome.OWNER_AT_LIMIT  # no escaping the limit
+    assert owned.claim.outcome is ClaimOutcome.CLAIMED
+    assert owned.slots == held(
+        {"job-b": EARLIER, "job-a": NOW}, {"job-b": OWNERLESS, "job-a": "ann"}
+    )
