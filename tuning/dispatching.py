@@ -150,7 +150,7 @@ def dispatch_reference(
 def parse_request_message(data: bytes) -> JobReference | TrainRequest:
     """A job reference or a full request; `InvalidRequestError` for anything else."""
     try:
-        payload = json.loads(data)
+        payload = json.loads(data, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # nesting too deep is as unreadable as bad JSON
         raise InvalidRequestError("the message is not JSON") from None
     if isinstance(payload, dict) and payload.get("kind") == "job_reference":
@@ -159,6 +159,11 @@ def parse_request_message(data: bytes) -> JobReference | TrainRequest:
         except ValidationError as error:
             raise describe_validation_error(error) from None
     return parse_train_request(payload)
+
+
+def _refuse_constant(name: str) -> Any:
+    """`NaN`, `Infinity` and `-Infinity` are not JSON (RFC 8259), though json.loads reads them."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def queue_request(

@@ -36,11 +36,28 @@ from tuning.ids import (
     has_dot_segments,
 )
 
+# Optimizer steps a job may ask for (and the most any step period may be). A GPU task runs
+# at most 1 hour per attempt (https://cloud.google.com/run/docs/configuring/task-timeout)
+# and a job resumes from checkpoints over a few attempts, so even at 10 steps a second
+# (tiny models) a million steps is far more than one job finishes; yet every value below it
+# fits the 64-bit integers Firestore stores and the trainer's counters
+# (https://cloud.google.com/firestore/docs/concepts/data-types). Without a bound, 2**64
+# reaches the record as an unwritable integer, and 10**12 books a GPU for nothing.
+MAX_STEPS = 1_000_000
+# GRPO reward weights: far above any useful scale, low enough that summed rewards stay finite.
+MAX_REWARD_WEIGHT = 1000.0
+
 
 class Contract(BaseModel):
-    """Base of every request model: unknown fields are an error, not a silent no-op."""
+    """Base of every request model: unknown fields are an error, not a silent no-op.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, use_enum_values=False)
+    No float may be NaN or Infinity (`json.loads("1e999")` is inf): every comparison with
+    one is false, so it would pass range checks it fails and poison the loss.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, use_enum_values=False, allow_inf_nan=False
+    )
 
 
 def field_error(field: str, message: str) -> PydanticCustomError:
@@ -127,7 +144,9 @@ class Hyperparameters(Contract):
     batch_size: int = Field(2, ge=1, le=1024, description="Per-device micro-batch size.")
     gradient_accumulation_steps: int = Field(4, ge=1, le=1024)
     epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
-    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for `epochs`.")
+    max_steps: int = Field(
+        -1, ge=-1, le=MAX_STEPS, description="Optimizer steps; -1 trains for `epochs`."
+    )
     packing: bool = Field(False, description="Pack several examples into one sequence.")
     use_fa2: bool = Field(False, description="Use FlashAttention-2 when the GPU has it.")
     max_seq_length: int = Field(1024, ge=16, le=131072, description="Tokens per example.")
@@ -135,8 +154,12 @@ class Hyperparameters(Contract):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     save_strategy: SaveStrategy = Field(SaveStrategy.EPOCH, description="When to checkpoint.")
-    save_steps: int = Field(100, ge=1, description="Checkpoint period with save_strategy=steps.")
-    logging_steps: int = Field(10, ge=1, description="Optimizer steps between progress events.")
+    save_steps: int = Field(
+        100, ge=1, le=MAX_STEPS, description="Checkpoint period with save_strategy=steps."
+    )
+    logging_steps: int = Field(
+        10, ge=1, le=MAX_STEPS, description="Optimizer steps between progress events."
+    )
     lora_rank: int = Field(16, ge=1, le=1024)
     lora_alpha: int = Field(16, ge=1, le=4096)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
@@ -200,7 +223,9 @@ class ExportConfig(Contract):
 
 class EvalConfig(Contract):
     eval_strategy: EvalStrategy = EvalStrategy.NO
-    eval_steps: int = Field(50, ge=1, description="Steps between evaluations (strategy steps).")
+    eval_steps: int = Field(
+        50, ge=1, le=MAX_STEPS, description="Steps between evaluations (strategy steps)."
+    )
     compute_eval_metrics: bool = Field(True, description="Token accuracy and perplexity.")
     batch_eval_metrics: bool = Field(False, description="Accumulate metrics batch by batch.")
     eval_holdout_fraction: float = Field(
@@ -223,7 +248,9 @@ class WandbConfig(Contract):
 
 class RewardConfig(Contract):
     functions: list[RewardFunction] = Field(..., min_length=1, description="Rewards to sum.")
-    weights: list[float] | None = Field(None, description="One weight per function.")
+    weights: list[Annotated[float, Field(ge=-MAX_REWARD_WEIGHT, le=MAX_REWARD_WEIGHT)]] | None = (
+        Field(None, description="One weight per function.")
+    )
     reference_column: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     ] = "answer"
