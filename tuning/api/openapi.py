@@ -27,7 +27,7 @@ SECURITY_SCHEME = "google_id_token"
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 ERRORS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or `page_token` is not one this API issued.",
     401: "Owner scoping is on and the request names no caller.",
     404: "No such job (or, with owner scoping, not the caller's), or no such artifact.",
     409: "The job is in the wrong state for this, or the idempotency key was used for "

@@ -89,7 +89,7 @@ OPERATIONS: tuple[Operation, ...] = (
         function="status",
         summary="List jobs, newest first, a page at a time.",
         answers={200: (JobList, "One page of jobs.")},
-        errors=(401, 422, 503),
+        errors=(400, 401, 422, 503),
         query=ListJobsQuery,
     ),
     Operation(
@@ -118,7 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
         function="status",
         summary="A job's history: state changes, messages, progress and metric points.",
         answers={200: (EventList, "One page of events, oldest first.")},
-        errors=JOB_ERRORS,
+        errors=(400, *JOB_ERRORS),
         query=EventsQuery,
     ),
     Operation(

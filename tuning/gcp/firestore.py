@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -289,12 +290,41 @@ def _encode_cursor(timestamp: datetime, name: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+class PageTokenError(InvalidRequestError):
+    """A page token this API did not issue: a bad parameter value, 400 as AIP-158 has it.
+
+    https://google.aip.dev/158 ("invalid page token": INVALID_ARGUMENT).
+    """
+
+    http_status = 400
+
+
+# A cursor's name: a job id or an event id (Firestore document ids, so never '/'), bounded
+# as the event model bounds event ids.
+_CURSOR_NAME = re.compile(r"^[!-.0-~]{1,300}$")
+
+
 def _decode_cursor(token: str) -> tuple[datetime, str]:
+    """The cursor `_encode_cursor` wrote, or PageTokenError for anything else.
+
+    A forged token must fail here, not in the Firestore client: a date beyond year 9999 in
+    UTC raised OverflowError there, and anything else would be sent to Firestore as a query.
+    """
     try:
         padded = token + "=" * (-len(token) % 4)
-        timestamp, name = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(timestamp), str(name)
-    except (ValueError, TypeError, binascii.Error) as error:
-        raise InvalidRequestError(
-            "page_token is not a token this API issued", field="page_token"
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not (isinstance(decoded, list) and len(decoded) == 2):
+            raise ValueError("a cursor is [timestamp, name]")
+        timestamp, name = decoded
+        if not isinstance(timestamp, str) or not isinstance(name, str):
+            raise ValueError("a cursor holds two strings")
+        moment = datetime.fromisoformat(timestamp)
+        if moment.tzinfo is None or _CURSOR_NAME.fullmatch(name) is None:
+            raise ValueError("a cursor's time has a zone and its name is a document id")
+        return moment.astimezone(UTC), name
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error) as error:
+        raise PageTokenError(
+            "page_token is not a token this API issued: pass `next_page_token` from the "
+            "previous page unchanged, or leave it out for the first page",
+            field="page_token",
         ) from error
