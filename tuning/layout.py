@@ -29,7 +29,10 @@ _MAX_OBJECT_NAME_BYTES = 1024
 
 
 def parse_gcs_uri(uri: str) -> tuple[str, str]:
-    """Split `gs://bucket/path` into (bucket, path); path may be empty."""
+    """Split `gs://bucket/path` into (bucket, path); path may be empty (the bucket itself).
+
+    The one place where names built from user data are checked: see `is_safe_object_name`.
+    """
     if not isinstance(uri, str) or not uri.startswith(GCS_SCHEME):
         raise InvalidRequestError(f"not a gs:// URI: {uri!r}")
     bucket, _, path = uri[len(GCS_SCHEME) :].partition("/")
@@ -37,7 +40,24 @@ def parse_gcs_uri(uri: str) -> tuple[str, str]:
         raise InvalidRequestError(f"invalid bucket name in {uri!r}")
     if len(path.encode("utf-8")) > _MAX_OBJECT_NAME_BYTES or any(c in path for c in "\r\n\0"):
         raise InvalidRequestError(f"invalid object name in {uri!r}")
+    if not is_safe_object_name(path):
+        raise InvalidRequestError(
+            f"invalid object name in {uri!r}: a path segment is empty, '.' or '..' "
+            "(name each folder, as in gs://bucket/folder/file)"
+        )
     return bucket, path
+
+
+def is_safe_object_name(path: str) -> bool:
+    """Whether no segment of `path` is empty, '.' or '..'; one trailing '/' marks a prefix.
+
+    GCS treats such names literally, but fake-gcs-server (and any local copy) resolves them as
+    filesystem paths, so the local stack would read something other than production does:
+    refusing them everywhere keeps the two alike. The empty path is the bucket itself.
+    """
+    if not path:
+        return True
+    return not any(part in ("", ".", "..") for part in path.removesuffix("/").split("/"))
 
 
 def gcs_uri(bucket: str, path: str = "") -> str:

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from tuning.errors import InvalidRequestError, NotFoundError
@@ -185,3 +186,57 @@ def test_store_accepts_an_explicit_client() -> None:
     store = GcsStore(client=client)
 
     assert store.client is client
+
+
+UNSAFE_NAMES = ["a/../b", "a/./b", "a//b", "/a", "..", ".", "a/..", "a/b//", "a/../"]
+
+
+@pytest.fixture
+def unreachable_store() -> GcsStore:
+    """A store whose every request would fail as a transport error, not as a refusal."""
+    client = storage.Client(
+        project="unused",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": "http://127.0.0.1:9"},
+    )
+    return GcsStore(client=client, signer=LocalKeySigner(endpoint="http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_names_with_empty_or_dot_segments_are_refused_before_any_request(
+    unreachable_store: GcsStore, name: str, tmp_path: Path
+) -> None:
+    uri = f"gs://bucket/{name}"
+    prefix = uri if uri.endswith("/") else f"{uri}/"
+    store = unreachable_store
+    (tmp_path / "f").write_bytes(b"x")
+    attempts = {
+        "upload_bytes": lambda: store.upload_bytes(uri, b"x"),
+        "download_bytes": lambda: store.download_bytes(uri),
+        "exists": lambda: store.exists(uri),
+        "delete": lambda: store.delete(uri),
+        "list": lambda: store.list(uri),
+        "total_size": lambda: store.total_size(uri),
+        "download_dir": lambda: store.download_dir(prefix, tmp_path / "dst"),
+        "upload_dir": lambda: store.upload_dir(tmp_path, prefix),
+        "delete_prefix": lambda: store.delete_prefix(prefix),
+        "signed_url": lambda: store.signed_url(uri, datetime.timedelta(minutes=1)),
+    }
+
+    for operation, attempt in attempts.items():
+        with pytest.raises(InvalidRequestError, match="segment") as raised:
+            attempt()
+        assert name in raised.value.message, operation
+
+
+def test_fake_gcs_server_resolves_what_gcs_keeps_literally(store: GcsStore, bucket: str) -> None:
+    # Why such names are refused: written around the store, "ds//train.jsonl" lands on (and
+    # overwrites) "ds/train.jsonl" here, while GCS would keep two objects.
+    raw = store.client.bucket(bucket)
+    raw.blob("ds/train.jsonl").upload_from_string(b"{}")
+    raw.blob("ds//train.jsonl").upload_from_string(b"hidden")
+
+    assert store.list(gcs_uri(bucket, "ds/")) == [gcs_uri(bucket, "ds/train.jsonl")]
+    assert store.download_bytes(gcs_uri(bucket, "ds/train.jsonl")) == b"hidden"
+    with pytest.raises(InvalidRequestError, match="segment"):
+        store.upload_bytes(gcs_uri(bucket, "ds//train.jsonl"), b"hidden")

@@ -182,6 +182,28 @@ def test_a_missing_or_foreign_image_reference_names_the_row(stack: TrainerStack)
     assert "row 1, field 'images[0]'" in error.message and "data bucket" in error.message
 
 
+def test_an_image_name_with_dot_or_empty_segments_names_the_row_and_field(
+    stack: TrainerStack,
+) -> None:
+    # fake-gcs-server would resolve these to images/red.png; GCS would look for the literal
+    # names. Both refuse them, before any request.
+    stack.storage.upload_bytes(f"gs://{stack.data_bucket}/images/red.png", png("red"))
+    dotted = f"gs://{stack.data_bucket}/images/x/../red.png"
+    doubled = f"gs://{stack.data_bucket}/images//red.png"
+    good = f"gs://{stack.data_bucket}/images/red.png"
+    rows = [vision_row("red", good), vision_row("red", dotted), vision_row("red", doubled)]
+    stack.upload_dataset("pictures", {"train.jsonl": to_jsonl(rows)})
+    missing_model = f"gs://{stack.models_bucket}/base_models/never-uploaded/"
+
+    error = failed_error(stack, vision_request(stack, missing_model))
+
+    assert (error.type, error.code) == (ErrorType.USER, "invalid_dataset")
+    assert "row 0" not in error.message
+    assert f"row 1, field 'images[0]': invalid object name in '{dotted}'" in error.message
+    assert f"row 2, field 'images[0]': invalid object name in '{doubled}'" in error.message
+    assert "segment is empty, '.' or '..'" in error.message
+
+
 def test_text_only_model_with_modality_vision_is_a_user_error(
     stack: TrainerStack, tiny_gemma3: Path
 ) -> None:

@@ -175,3 +175,19 @@ def test_built_paths_parse_back_to_their_bucket():
     assert parse_gcs_uri(LAYOUT.dataset_prefix("ds"))[0] == "ddd"
     assert parse_gcs_uri(LAYOUT.config_uri("job1"))[0] == "ccc"
     assert gcs_uri("bbb", "x/") == "gs://bbb/x/"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["gs://bbb/a/../c", "gs://bbb/a/./c", "gs://bbb/a//c", "gs://bbb//a", "gs://bbb/..", "gs://bbb/a//"],
+)
+def test_parse_gcs_uri_refuses_empty_and_dot_segments(uri: str):
+    with pytest.raises(InvalidRequestError, match="segment"):
+        parse_gcs_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri", ["gs://b-1", "gs://b-1/", "gs://b-1/a/", "gs://b-1/a/b", "gs://b-1/a.b/.c"]
+)
+def test_parse_gcs_uri_accepts_a_bucket_and_one_trailing_slash(uri: str):
+    assert parse_gcs_uri(uri)[0] == "b-1"

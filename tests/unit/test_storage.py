@@ -15,6 +15,7 @@ from google.cloud import storage
 
 from tuning.errors import InvalidRequestError, TuningError
 from tuning.gcp.storage import (
+    GcsStore,
     IamSigner,
     LocalKeySigner,
     default_signer,
@@ -161,3 +162,20 @@ def test_local_target_keeps_relative_paths(tmp_path: Path) -> None:
     assert local_target(tmp_path, "nested/model.safetensors") == (
         tmp_path.resolve() / "nested" / "model.safetensors"
     )
+
+
+class ListingClient:
+    """Lists literal names as GCS does (fake-gcs-server collapses '//' and resolves '..')."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def list_blobs(self, bucket: str, prefix: str) -> list[Any]:
+        return [storage.Blob(name, bucket=None) for name in self.names if name.startswith(prefix)]  # type: ignore[arg-type]
+
+
+def test_listed_names_with_empty_or_dot_segments_are_left_out() -> None:
+    names = ["ds/train.jsonl", "ds//eval.jsonl", "ds/../other/train.jsonl", "ds/./x.jsonl"]
+    store = GcsStore(client=ListingClient(names), signer=LocalKeySigner(endpoint="http://x"))  # type: ignore[arg-type]
+
+    assert store.list("gs://data/ds/") == ["gs://data/ds/train.jsonl"]

@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import datetime
 import json
+import logging
 import mimetypes
 import os
 import secrets
@@ -36,7 +37,9 @@ from pydantic import BaseModel
 
 from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
 from tuning.gcp.errors import google_api_errors
-from tuning.layout import GCS_SCHEME, gcs_uri, parse_gcs_uri
+from tuning.layout import GCS_SCHEME, gcs_uri, is_safe_object_name, parse_gcs_uri
+
+logger = logging.getLogger(__name__)
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 LOCAL_SIGNER_ENV = "TUNING_LOCAL_SIGNER_KEY_FILE"
@@ -289,11 +292,23 @@ class GcsStore:
             return bool(blob.exists())
 
     def list(self, prefix_uri: str) -> builtins.list[str]:
-        """URIs of every object whose name starts with the prefix, sorted."""
+        """URIs of every object whose name starts with the prefix, sorted.
+
+        A listed name with an empty, '.' or '..' segment is left out (and logged): no URI
+        that could read it would pass `parse_gcs_uri`, and nothing of ours writes one.
+        """
         bucket, prefix = parse_gcs_uri(prefix_uri)
         with _api_errors(prefix_uri):
             names = [blob.name for blob in self.client.list_blobs(bucket, prefix=prefix)]
-        return [gcs_uri(bucket, name) for name in sorted(names)]
+        unsafe = [name for name in names if not is_safe_object_name(name)]
+        if unsafe:
+            logger.warning(
+                "ignoring %d object(s) under %s with an empty, '.' or '..' segment, e.g. %r",
+                len(unsafe),
+                prefix_uri,
+                unsafe[0],
+            )
+        return [gcs_uri(bucket, name) for name in sorted(names) if is_safe_object_name(name)]
 
     def total_size(self, prefix_uri: str) -> int:
         """Bytes stored under the prefix (what downloading it all would write)."""
