@@ -38,6 +38,17 @@ locals {
       description = "List, read and delete objects (never create them)."
       permissions = ["storage.objects.delete", "storage.objects.get", "storage.objects.list"]
     }
+    # Signing a URL as oneself needs only this permission on one's own account: the IAM
+    # Credentials API's signBlob "requires the following IAM permission on the specified
+    # resource name: iam.serviceAccounts.signBlob"
+    # (https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signBlob,
+    # https://cloud.google.com/storage/docs/authentication/creating-signatures). Token Creator
+    # would also let the account mint access and ID tokens as itself.
+    urlSigner = {
+      title       = "Download URL signer"
+      description = "Sign blobs as the account it is granted on (V4 signed URLs); no tokens."
+      permissions = ["iam.serviceAccounts.signBlob"]
+    }
     executionCanceller = {
       title       = "Trainer execution canceller"
       description = "Read and cancel executions of a Cloud Run job (no run, update or delete)."
@@ -103,7 +114,7 @@ locals {
 
   service_account_grants = [
     { account = "dispatch", target = "trainer", role = "roles/iam.serviceAccountUser", why = "executions it starts run as the trainer account (actAs); it cannot create or change jobs" },
-    { account = "status", target = "status", role = "roles/iam.serviceAccountTokenCreator", why = "signs download URLs through IAM signBlob as itself, with no key file" },
+    { account = "status", target = "status", role = "custom:urlSigner", why = "signs download URLs through IAM signBlob as itself, with no key file; holds signBlob only, not Token Creator" },
     { account = "pubsub-service-agent", target = "push-invoker", role = "roles/iam.serviceAccountTokenCreator", why = "Pub/Sub mints the push requests' OIDC tokens as the invoker (required in projects created before April 2021)" },
   ]
 
@@ -196,7 +207,7 @@ resource "google_service_account_iam_member" "grants" {
   for_each           = { for grant in local.service_account_grants : "${grant.account} ${grant.target} ${grant.role}" => grant }
   service_account_id = google_service_account.accounts[each.value.target].name
   member             = lookup(local.members, each.value.account, each.value.account)
-  role               = each.value.role
+  role               = startswith(each.value.role, "custom:") ? google_project_iam_custom_role.roles[trimprefix(each.value.role, "custom:")].id : each.value.role
 }
 
 resource "google_cloud_run_v2_service_iam_member" "invokers" {

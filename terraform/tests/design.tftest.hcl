@@ -172,6 +172,15 @@ run "design" {
     error_message = "The only unconditioned secret roles create or list, and hold nothing else."
   }
   assert {
+    condition = (
+      google_project_iam_custom_role.roles["urlSigner"].permissions == tolist(["iam.serviceAccounts.signBlob"])
+      && google_service_account_iam_member.grants["status status custom:urlSigner"].role == google_project_iam_custom_role.roles["urlSigner"].id
+      && google_service_account_iam_member.grants["status status custom:urlSigner"].service_account_id == google_service_account.accounts["status"].name
+      && !contains([for grant in local.service_account_grants : grant.role if grant.account == "status"], "roles/iam.serviceAccountTokenCreator")
+    )
+    error_message = "The status function signs URLs with a custom role holding only iam.serviceAccounts.signBlob, granted on its own account (not Token Creator)."
+  }
+  assert {
     condition = alltrue([
       for name in ["dispatch", "on_job_event", "reconcile"] :
       google_cloudfunctions2_function.functions[name].service_config[0].ingress_settings == "ALLOW_INTERNAL_ONLY"
