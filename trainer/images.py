@@ -2,8 +2,11 @@
 
 Runs after the rows are validated and before the model is downloaded, so a missing or broken
 image costs seconds. Images referenced by URI must lie in the job's data bucket: a dataset may
-not read other buckets (the models bucket holds other jobs' files). Errors name the split, the
-row and the field, like the row checks.
+not read other buckets (the models bucket holds other jobs' files). Anywhere in that bucket is
+allowed, not only below the job's dataset prefix (datasets share image folders), and so the
+storage access boundary of a vision job reads the whole data bucket, without listing it
+(`tuning.gcp.access_boundary`). Names with empty, '.' or '..' segments are refused by
+`parse_gcs_uri`. Errors name the split, the row and the field, like the row checks.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from trainer.data import DatasetSplits, RowProblem, SplitFile, describe_problems
 from trainer.errors import DatasetError
 from tuning.errors import InvalidRequestError, NotFoundError
+from tuning.gcp.access_boundary import AccessBoundaryError
 from tuning.layout import parse_gcs_uri
 
 if TYPE_CHECKING:
@@ -90,6 +94,8 @@ def _download(storage: GcsStore, uri: str, data_bucket: str) -> bytes:
         return storage.download_bytes(uri)
     except NotFoundError:
         raise ImageError(f"{uri} does not exist") from None
+    except AccessBoundaryError as error:
+        raise ImageError(error.message) from None
 
 
 def check_image(data: bytes) -> tuple[int, int]:

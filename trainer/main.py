@@ -19,6 +19,7 @@ import os
 from typing import TYPE_CHECKING
 
 from trainer.errors import JobGone, PermanentError
+from tuning.gcp.access_boundary import AccessBoundaryError
 from tuning.jobs import ErrorType
 from tuning.logs import job_context, redact, setup_logging
 from tuning.reporting import EventReporter
@@ -86,6 +87,11 @@ def run_and_report(
         message = redact(error.message)
         logger.error("job failed (%s, %s): %s", error.error_type.value, error.code, message)
         return _report_failure(reporter, message, error.error_type, error.code, EXIT_DONE)
+    except AccessBoundaryError as error:
+        # The record names the same paths on every attempt: a retry would be refused again.
+        message = redact(error.message)
+        logger.error("job failed (%s): %s", error.code, message)
+        return _report_failure(reporter, message, ErrorType.SYSTEM, error.code, EXIT_DONE)
     except Exception as error:
         logger.exception("attempt %d failed", settings.attempt)
         if not settings.is_last_attempt:

@@ -26,6 +26,7 @@ from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, TrainingRun, evaluation_enabled, recipe_for
 from trainer.stats import dataset_stats, token_lengths
+from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
 from tuning.jobs import DatasetStats
 from tuning.reporting import EventReporter
@@ -47,6 +48,8 @@ def run_training_job(
     hub_uploader: HubUploader | None = None,
     hardware: Hardware | None = None,
 ) -> None:
+    # Before anything of the job is read from Cloud Storage: from here on, only its own paths.
+    services = narrow_job_storage(settings, services)
     job = load_job(settings, services)
     config = job.request.training_config
     reporter.preparing("validating the dataset")

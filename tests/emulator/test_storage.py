@@ -240,3 +240,59 @@ def test_fake_gcs_server_resolves_what_gcs_keeps_literally(store: GcsStore, buck
     assert store.download_bytes(gcs_uri(bucket, "ds/train.jsonl")) == b"hidden"
     with pytest.raises(InvalidRequestError, match="segment"):
         store.upload_bytes(gcs_uri(bucket, "ds//train.jsonl"), b"hidden")
+
+
+def test_a_narrowed_store_refuses_everything_outside_its_boundary(
+    store: GcsStore, bucket: str, tmp_path: Path
+) -> None:
+    from tuning.gcp.access_boundary import (
+        Access,
+        AccessBoundaryError,
+        StorageBoundary,
+        StorageRule,
+    )
+
+    store.upload_bytes(gcs_uri(bucket, "mine/data.txt"), b"mine")
+    store.upload_bytes(gcs_uri(bucket, "theirs/data.txt"), b"theirs")
+    store.upload_bytes(gcs_uri(bucket, "out/job1/old.txt"), b"old")
+    boundary = StorageBoundary(
+        (
+            StorageRule(bucket, "mine/"),
+            StorageRule(bucket, "out/job1/", access=Access.READ_WRITE),
+        )
+    )
+    narrowed = store.narrowed(boundary)
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "f.txt").write_bytes(b"new")
+
+    assert narrowed.download_bytes(gcs_uri(bucket, "mine/data.txt")) == b"mine"
+    assert narrowed.list(gcs_uri(bucket, "mine/")) == [gcs_uri(bucket, "mine/data.txt")]
+    assert narrowed.upload_dir(tmp_path / "up", gcs_uri(bucket, "out/job1/"))
+    assert narrowed.delete_prefix(gcs_uri(bucket, "out/job1/"))
+    refused = {
+        "read": lambda: narrowed.download_bytes(gcs_uri(bucket, "theirs/data.txt")),
+        "exists": lambda: narrowed.exists(gcs_uri(bucket, "theirs/data.txt")),
+        "list": lambda: narrowed.list(gcs_uri(bucket, "theirs/")),
+        "list the bucket": lambda: narrowed.list(gcs_uri(bucket, "")),
+        "size": lambda: narrowed.total_size(gcs_uri(bucket, "theirs/")),
+        "download": lambda: narrowed.download_dir(gcs_uri(bucket, "theirs/"), tmp_path / "d"),
+        "write": lambda: narrowed.upload_bytes(gcs_uri(bucket, "mine/data.txt"), b"changed"),
+        "upload": lambda: narrowed.upload_dir(tmp_path / "up", gcs_uri(bucket, "out/job10/")),
+        "delete": lambda: narrowed.delete(gcs_uri(bucket, "theirs/data.txt")),
+        "delete a prefix": lambda: narrowed.delete_prefix(gcs_uri(bucket, "theirs/")),
+        "sign": lambda: narrowed.signed_url(
+            gcs_uri(bucket, "theirs/data.txt"), datetime.timedelta(minutes=1)
+        ),
+        "create a bucket": lambda: narrowed.create_bucket_if_absent(f"{bucket}-2"),
+    }
+    for operation, attempt in refused.items():
+        with pytest.raises(AccessBoundaryError):
+            attempt()
+        assert operation  # every one refused before any request changed anything
+
+    # The unnarrowed store is untouched, and what was refused did not happen.
+    assert store.boundary is None
+    assert store.download_bytes(gcs_uri(bucket, "mine/data.txt")) == b"mine"
+    assert store.download_bytes(gcs_uri(bucket, "theirs/data.txt")) == b"theirs"
+    assert store.list(gcs_uri(bucket, "out/job10/")) == []
+    assert not (tmp_path / "d").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import datetime
 import json
 import logging
@@ -18,7 +19,7 @@ import secrets
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import google.auth
 import google.auth.credentials
@@ -36,6 +37,7 @@ from google.oauth2 import service_account
 from pydantic import BaseModel
 
 from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
+from tuning.gcp.access_boundary import AccessBoundaryError, Operation, StorageBoundary
 from tuning.gcp.errors import google_api_errors
 from tuning.layout import GCS_SCHEME, gcs_uri, is_safe_object_name, parse_gcs_uri
 
@@ -101,7 +103,8 @@ class IamSigner:
 
     Cloud Run and Cloud Functions credentials cannot sign locally, so the library is given the
     account's email and an access token and calls the IAM Credentials API to sign. The account
-    needs roles/iam.serviceAccountTokenCreator on itself.
+    needs iam.serviceAccounts.signBlob on itself (terraform/iam.tf grants a custom role holding
+    only that permission, not the whole Token Creator role).
     """
 
     def __init__(
@@ -239,26 +242,49 @@ def default_signer() -> UrlSigner:
 
 
 class GcsStore:
-    """Reads, writes, lists, deletes and signs GCS objects addressed by gs:// URIs."""
+    """Reads, writes, lists, deletes and signs GCS objects addressed by gs:// URIs.
+
+    With a `boundary` (see `narrowed`), every operation outside it raises AccessBoundaryError
+    before any request: the same rules the downscoped token carries in production, enforced
+    here too so that the local stack refuses what GCS would.
+    """
 
     def __init__(
-        self, client: storage.Client | None = None, signer: UrlSigner | None = None
+        self,
+        client: storage.Client | None = None,
+        signer: UrlSigner | None = None,
+        *,
+        boundary: StorageBoundary | None = None,
     ) -> None:
         # With STORAGE_EMULATOR_HOST set the client targets fake-gcs-server anonymously.
         self.client = client or storage.Client()
         self.signer = signer or default_signer()
+        self.boundary = boundary
 
-    def _blob(self, uri: str) -> storage.Blob:
+    def narrowed(self, boundary: StorageBoundary, client: storage.Client | None = None) -> Self:
+        """A copy limited to `boundary` (over `client` if given); this store stays as it is."""
+        narrowed = copy.copy(self)  # keeps the subclass and its state (tests record reads)
+        narrowed.boundary = boundary
+        if client is not None:
+            narrowed.client = client
+        return narrowed
+
+    def _check(self, operation: Operation, uri: str) -> None:
+        if self.boundary is not None:
+            self.boundary.check(operation, uri)
+
+    def _blob(self, uri: str, operation: Operation) -> storage.Blob:
         bucket, path = parse_gcs_uri(uri)
         if not path or path.endswith("/"):
             raise InvalidRequestError(f"not an object URI: {uri!r}")
+        self._check(operation, uri)
         return self.client.bucket(bucket).blob(path)
 
     def upload_bytes(
         self, uri: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> str:
         """Write `data` to `uri` (overwriting) and return the URI."""
-        blob = self._blob(uri)
+        blob = self._blob(uri, Operation.WRITE)
         with _api_errors(uri):
             blob.upload_from_string(data, content_type=content_type, retry=_WRITE_RETRY)
         return uri
@@ -273,7 +299,7 @@ class GcsStore:
 
     def download_bytes(self, uri: str) -> bytes:
         """The object's bytes; NotFoundError when it does not exist."""
-        blob = self._blob(uri)
+        blob = self._blob(uri, Operation.READ)
         with _api_errors(uri):
             return bytes(blob.download_as_bytes())
 
@@ -287,7 +313,7 @@ class GcsStore:
 
     def exists(self, uri: str) -> bool:
         """Whether the object exists."""
-        blob = self._blob(uri)
+        blob = self._blob(uri, Operation.READ)
         with _api_errors(uri):
             return bool(blob.exists())
 
@@ -298,6 +324,7 @@ class GcsStore:
         that could read it would pass `parse_gcs_uri`, and nothing of ours writes one.
         """
         bucket, prefix = parse_gcs_uri(prefix_uri)
+        self._check(Operation.LIST, prefix_uri)
         with _api_errors(prefix_uri):
             names = [blob.name for blob in self.client.list_blobs(bucket, prefix=prefix)]
         unsafe = [name for name in names if not is_safe_object_name(name)]
@@ -313,6 +340,7 @@ class GcsStore:
     def total_size(self, prefix_uri: str) -> int:
         """Bytes stored under the prefix (what downloading it all would write)."""
         bucket, prefix = parse_gcs_uri(prefix_uri)
+        self._check(Operation.LIST, prefix_uri)
         with _api_errors(prefix_uri):
             return sum(blob.size or 0 for blob in self.client.list_blobs(bucket, prefix=prefix))
 
@@ -323,9 +351,12 @@ class GcsStore:
         if not root.is_dir():
             raise NotFoundError(f"{root} is not a directory")
         bucket = self.client.bucket(bucket_name)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        names = [prefix + path.relative_to(root).as_posix() for path in files]
+        for name in names:  # all checked first: a refused name uploads nothing
+            self._check(Operation.WRITE, gcs_uri(bucket_name, name))
         uploaded = []
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            name = prefix + path.relative_to(root).as_posix()
+        for path, name in zip(files, names, strict=True):
             uri = gcs_uri(bucket_name, name)
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             with _api_errors(uri):
@@ -339,6 +370,7 @@ class GcsStore:
     def download_dir(self, prefix_uri: str, local_dir: Path | str) -> builtins.list[Path]:
         """Download every object below the prefix into `local_dir`, keeping relative paths."""
         bucket_name, prefix = _require_prefix(prefix_uri)
+        self._check(Operation.LIST, prefix_uri)
         root = Path(local_dir)
         root.mkdir(parents=True, exist_ok=True)
         resolved_root = root.resolve()
@@ -356,6 +388,7 @@ class GcsStore:
                 raise InvalidRequestError(
                     f"object {gcs_uri(bucket_name, blob.name)} would escape {root}"
                 )
+            self._check(Operation.READ, gcs_uri(bucket_name, blob.name))
             targets.append((blob, target))
         written = []
         for blob, target in targets:
@@ -367,7 +400,7 @@ class GcsStore:
 
     def delete(self, uri: str) -> bool:
         """Delete one object; False when it was already absent."""
-        blob = self._blob(uri)
+        blob = self._blob(uri, Operation.DELETE)
         try:
             with _api_errors(uri):
                 blob.delete()
@@ -379,6 +412,7 @@ class GcsStore:
         """Delete every object below a '/'-terminated prefix; returns the deleted URIs."""
         # The bucket root (gs://b/ has the empty prefix) is refused here too.
         _require_prefix(prefix_uri)
+        self._check(Operation.DELETE, prefix_uri)
         deleted = []
         # One by one: fake-gcs-server does not support batch requests, and a job's prefix
         # holds few objects. A concurrent delete of the same object is not an error.
@@ -390,6 +424,8 @@ class GcsStore:
     def create_bucket_if_absent(self, name: str, location: str | None = None) -> None:
         """Create a bucket unless it exists (local stack and tests; Terraform owns real ones)."""
         gcs_uri(name)  # validates the name
+        if self.boundary is not None:
+            raise AccessBoundaryError(f"creating bucket {name} is outside a job's boundary")
         with _api_errors(f"{GCS_SCHEME}{name}"), contextlib.suppress(api_exceptions.Conflict):
             self.client.create_bucket(name, location=location)
 
@@ -400,4 +436,33 @@ class GcsStore:
             raise InvalidRequestError(f"unsupported method for a signed URL: {method}")
         if not datetime.timedelta(0) < expires <= MAX_SIGNED_URL_LIFETIME:
             raise InvalidRequestError("signed URL lifetime must be between 0 and 7 days")
-        return self.signer.sign(self._blob(uri), expires, method)
+        operation = Operation.READ if method in ("GET", "HEAD") else Operation.WRITE
+        return self.signer.sign(self._blob(uri, operation), expires, method)
+
+
+def narrowed_store(
+    store: GcsStore,
+    boundary: StorageBoundary,
+    *,
+    project: str,
+    source_credentials: google.auth.credentials.Credentials | None = None,
+) -> GcsStore:
+    """`store` limited to `boundary`: enforced by the store itself everywhere and, against real
+    GCS, by a client whose token is downscoped to the same rules.
+
+    The downscoped credentials exchange the source token at Google's Security Token Service
+    for one that carries the boundary, refreshing it as it expires
+    (https://cloud.google.com/iam/docs/downscoping-short-lived-credentials). fake-gcs-server
+    checks no token, so against it the store's own checks are the boundary.
+    """
+    if os.environ.get(EMULATOR_ENV):
+        return store.narrowed(boundary)
+    from google.auth import downscoped
+
+    if source_credentials is None:
+        source_credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    credentials = downscoped.Credentials(
+        source_credentials=source_credentials,
+        credential_access_boundary=boundary.to_credential_access_boundary(),
+    )
+    return store.narrowed(boundary, storage.Client(project=project, credentials=credentials))

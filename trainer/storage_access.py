@@ -1,0 +1,39 @@
+"""The job's own storage: the trainer's Cloud Storage narrowed to this job's paths at start.
+
+Every tenant's jobs run under one service account, so before the trainer reads anything of
+the job from Cloud Storage it swaps its store for one limited to what the job's record
+(Firestore, written at submit) names: see `tuning.gcp.access_boundary`. In production the
+store's client holds a downscoped token; on the local stack the store enforces the rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from trainer.errors import JobGone
+from tuning.gcp.access_boundary import job_storage_boundary
+from tuning.gcp.storage import narrowed_store
+from tuning.services import Services
+from tuning.settings import TrainerSettings
+from tuning.tenancy import BaseModelLocations
+
+logger = logging.getLogger(__name__)
+
+
+def narrow_job_storage(settings: TrainerSettings, services: Services) -> Services:
+    """Services whose storage reaches only this job's paths; `services` stays as it was."""
+    record = services.jobs.find(settings.job_id)
+    if record is None:
+        raise JobGone(f"job {settings.job_id} no longer exists")
+    boundary = job_storage_boundary(
+        record,
+        settings.layout,
+        base_model_locations=BaseModelLocations.from_settings(settings),
+    )
+    narrowed = copy.copy(services)  # shares the adapters already made (jobs, publisher)
+    narrowed.__dict__["storage"] = narrowed_store(
+        services.storage, boundary, project=settings.project_id
+    )
+    logger.info("storage narrowed to %d rules of job %s", len(boundary.rules), settings.job_id)
+    return narrowed
