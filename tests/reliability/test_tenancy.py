@@ -78,6 +78,16 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
     shared_with_alice = stack.services.secrets.create_user_secret(
         f"team-alice-{stack.unique}", ledger.token("hf_"), owners=[ALICE]
     )
+    # Dispatch takes each submitted job (its own publish) before anything is compared.
+    submitted = [ids[0] for ids in jobs.values()]
+    wait_for(
+        lambda: all(stack.services.jobs.get(job_id).execution for job_id in submitted),
+        timeout=120,
+        what="the submitted jobs to be dispatched",
+    )
+    # A job of Alice's that dispatch would launch if a reference to it were obeyed.
+    alices_waiting = seed_job(stack, f"alice-waiting-{stack.unique}", owner=ALICE, status="queued")
+    jobs[ALICE].append(alices_waiting.job_id)
     before = _snapshot(stack)
 
     # Every route with a job id, the other caller, every way of presenting a token.
@@ -183,8 +193,8 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
             published.append(
                 stack.publisher.publish(stack.settings.requests_topic, body, owner=BOB)
             )
-    # A published reference to Alice's queued job, by a publisher acting for Bob.
-    reference = {"kind": "job_reference", "job_id": alices_queued}
+    # A published reference to Alice's waiting job, by a publisher acting for Bob.
+    reference = {"kind": "job_reference", "job_id": alices_waiting.job_id}
     published.append(stack.publisher.publish(stack.settings.requests_topic, reference, owner=BOB))
     wait_for(
         lambda: {entry["message_id"] for entry in stack.deliveries("dispatch")} >= set(published),
@@ -213,7 +223,13 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
     alices_use = stack.request("POST", "submit", "/train", json=body, caller=ALICE)
 
     assert attempts.leaks == [], "\n".join(attempts.leaks)
-    assert after == before  # records, objects and secrets: nothing of anyone changed
+    changed = {
+        job_id
+        for job_id in before["records"].keys() | after["records"].keys()
+        if before["records"].get(job_id) != after["records"].get(job_id)
+    }
+    assert changed == set()  # no record of anyone changed
+    assert after == before  # nor any object or secret
     assert served.status_code == 200 and served.json()["job_id"] == alices_done
     assert alices_use.status_code == 202, alices_use.text
 
