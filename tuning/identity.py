@@ -31,6 +31,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -51,6 +53,12 @@ SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 TOKEN_HEADERS = (SERVERLESS_AUTHORIZATION, AUTHORIZATION)  # the order Cloud Run checks them
+# Service agents that call Cloud Run on behalf of many users ("Enabling IAP for Cloud Run":
+# IAP invokes the service as service-PROJECT_NUMBER@gcp-sa-iap.iam.gserviceaccount.com).
+FRONT_AGENT_DOMAINS = ("@gcp-sa-iap.iam.gserviceaccount.com",)
+# How long Google's signing certificates are reused (they rotate over days; Google's
+# certificate responses carry a Cache-Control max-age of hours).
+CERTS_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,16 @@ def presented_token(headers: HeaderSource) -> PresentedToken | None:
 
 def caller_identity(headers: HeaderSource, *, verifier: TokenVerifier | None = None) -> str | None:
     """The caller's email (or subject); None when the request carries no token at all."""
-    presented = presented_token(headers)
+    if verifier is not None:
+        # No Cloud Run IAM check here: X-Serverless-Authorization, if any, is a front's own
+        # token (IAP and proxies put theirs there), so the caller's is in Authorization.
+        presented = (
+            presented_token({AUTHORIZATION: headers[AUTHORIZATION]})
+            if headers.get(AUTHORIZATION) is not None
+            else None
+        )
+    else:
+        presented = presented_token(headers)
     if presented is None:
         return None
     if verifier is not None:
@@ -106,6 +123,12 @@ def caller_identity(headers: HeaderSource, *, verifier: TokenVerifier | None = N
     identity = claims.get("email") or claims.get("sub")
     if not is_identity(identity):
         raise UnauthenticatedError(f"the token in {presented.header} names no caller")
+    if str(identity).endswith(FRONT_AGENT_DOMAINS):
+        # IAP calls Cloud Run as its service agent: every user would become this one owner.
+        raise UnauthenticatedError(
+            f"the token in {presented.header} names {identity}, a front's service agent, not a "
+            "caller: a function behind IAP must read IAP's own assertion, which this one does not"
+        )
     return str(identity)
 
 
@@ -137,17 +160,36 @@ class GoogleIdTokenVerifier:
         self.audiences = list(audiences)
         self.certs_url = certs_url
         self._request = request
+        self._cached: tuple[float, dict[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def _certs(self) -> dict[str, str]:
+        """Google's certificates, fetched at most every CERTS_CACHE_SECONDS."""
+        import google.auth.exceptions
+        import google.auth.transport.requests
+
+        with self._lock:
+            if (
+                self._cached is not None
+                and time.monotonic() - self._cached[0] < CERTS_CACHE_SECONDS
+            ):
+                return self._cached[1]
+            request = self._request or google.auth.transport.requests.Request()
+            answer = request(self.certs_url, method="GET")
+            if answer.status != 200:
+                raise google.auth.exceptions.TransportError(
+                    f"{self.certs_url} answered {answer.status}"
+                )
+            certs = json.loads(answer.data.decode("utf-8"))
+            self._cached = (time.monotonic(), certs)
+            return dict(certs)
 
     def verify(self, token: str) -> Mapping[str, Any]:
         import google.auth.exceptions
-        import google.auth.transport.requests
-        import google.oauth2.id_token
+        import google.auth.jwt
 
-        request = self._request or google.auth.transport.requests.Request()
         try:
-            claims = google.oauth2.id_token.verify_token(
-                token, request, audience=self.audiences, certs_url=self.certs_url
-            )
+            claims = google.auth.jwt.decode(token, certs=self._certs(), audience=self.audiences)
         except google.auth.exceptions.TransportError as error:
             raise TransientError(f"cannot fetch Google's certificates: {error}") from None
         except (ValueError, google.auth.exceptions.GoogleAuthError) as error:

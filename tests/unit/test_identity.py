@@ -174,9 +174,44 @@ def test_with_a_verifier_a_signature_removed_token_is_refused(
     verifier = GoogleIdTokenVerifier([AUDIENCE], request=request, certs_url="https://certs")
     forged = checked({"email": "alice@example.com", "aud": AUDIENCE})
 
-    for header in ("Authorization", "X-Serverless-Authorization"):
-        with pytest.raises(UnauthenticatedError):
-            caller_identity({header: f"Bearer {forged}"}, verifier=verifier)
+    with pytest.raises(UnauthenticatedError):
+        caller_identity({"Authorization": f"Bearer {forged}"}, verifier=verifier)
+    # There X-Serverless-Authorization is a front's own header: it names nobody.
+    assert (
+        caller_identity({"X-Serverless-Authorization": f"Bearer {forged}"}, verifier=verifier)
+        is None
+    )
+
+
+def test_with_a_verifier_the_caller_is_in_authorization_beside_a_proxys_token(
+    google_like: tuple[LocalIssuer, CertsRequest],
+) -> None:
+    """A proxy (cloud-run-proxy, IAP) sends its own token in X-Serverless-Authorization."""
+    issuer, request = google_like
+    verifier = GoogleIdTokenVerifier([AUDIENCE], request=request, certs_url="https://certs")
+    google = "https://accounts.google.com"
+    proxy = issuer.mint("proxy@p.iam.gserviceaccount.com", audience=AUDIENCE, iss=google)
+    alice = issuer.mint("alice@example.com", audience=AUDIENCE, iss=google)
+    bob = issuer.mint("bob@example.com", audience=AUDIENCE, iss=google)
+
+    callers = [
+        caller_identity(
+            {"X-Serverless-Authorization": f"Bearer {proxy}", "Authorization": f"Bearer {user}"},
+            verifier=verifier,
+        )
+        for user in (alice, bob)
+    ]
+
+    assert callers == ["alice@example.com", "bob@example.com"]
+    assert request.urls == ["https://certs"]  # the certificates are fetched once, then reused
+
+
+def test_iaps_service_agent_is_never_a_caller() -> None:
+    """Behind IAP every user's request would reach us as IAP's agent: one owner for all."""
+    agent = checked({"email": "service-123@gcp-sa-iap.iam.gserviceaccount.com"})
+
+    with pytest.raises(UnauthenticatedError, match="service agent"):
+        caller_identity({"X-Serverless-Authorization": f"Bearer {agent}"})
 
 
 def test_an_unverified_email_names_nobody() -> None:
