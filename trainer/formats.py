@@ -159,7 +159,11 @@ def _reference(row: dict[str, Any], column: str, *, required: bool, numeric: boo
         raise RowError(column, f"the reference answer is empty {rule}")
     if numeric and parse_number(text) is None:
         raise RowError(
-            column, f"numeric_match needs a number in the reference answer, got {text!r}"
+            # Never the row's text: errors reach whoever submitted the job, and datasets
+            # are not owned yet (docs/deploy.md), so a quote could leak another's rows.
+            column,
+            f"numeric_match needs a number in the reference answer, got text of "
+            f"{len(text)} characters with none",
         )
     return text
 

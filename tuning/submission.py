@@ -58,7 +58,7 @@ def submit_job(
     job_id = job_id or job_id_for(request, owner=owner, idempotency_key=idempotency_key)
     existing = services.jobs.find(job_id)
     if existing is not None:
-        return Submitted(job=_same_request(existing, request), created=False)
+        return Submitted(job=_same_request(existing, request, owner=owner), created=False)
     try:
         references = store_secrets(request, job_id=job_id, services=services)
         config_uri = services.settings.layout.config_uri(job_id)
@@ -72,7 +72,7 @@ def submit_job(
         )
         stored, created = services.jobs.create(record)
         if not created:  # a concurrent submit with the same key got there first
-            return Submitted(job=_same_request(stored, request), created=False)
+            return Submitted(job=_same_request(stored, request, owner=owner), created=False)
         if publish:
             services.publisher.publish(
                 services.settings.requests_topic, JobReference(job_id=job_id), job_id=job_id
@@ -132,7 +132,14 @@ def remove_job_data(job_id: str, *, services: Services) -> list[str]:
     return removed
 
 
-def _same_request(existing: JobRecord, request: TrainRequest) -> JobRecord:
+def _same_request(existing: JobRecord, request: TrainRequest, *, owner: str | None) -> JobRecord:
+    # Job ids hash the owner with the key, so this cannot happen by chance; should it ever,
+    # a replay must not hand one caller another's job.
+    if existing.owner != owner:
+        raise ConflictError(
+            "this idempotency key names a job of another caller; choose another key",
+            field="Idempotency-Key",
+        )
     if existing.request_fingerprint not in (None, request.fingerprint()):
         raise ConflictError(
             "this idempotency key was already used for a different request",

@@ -179,3 +179,25 @@ def test_a_secret_marked_for_every_caller_serves_an_anonymous_caller(stack: ApiS
     job_id = accepted(stack, request_with_secret(reference), None)
 
     assert stack.services.jobs.get(job_id).secret_references["hf_token"] == reference
+
+
+def test_a_replayed_key_never_hands_over_another_callers_job(stack: ApiStack) -> None:
+    """Job ids hash owner and key; were they ever to meet, the replay is refused, not served."""
+    from tuning.jobs import new_job_record
+    from tuning.spec import parse_train_request
+    from tuning.submission import job_id_for
+
+    body = seed_request()
+    request = parse_train_request(body)
+    colliding = job_id_for(request, owner=ALICE, idempotency_key="k-collide")
+    bobs = new_job_record(
+        request, job_id=colliding, owner=BOB, config_uri=None, secret_references={}
+    )
+    stack.services.jobs.create(bobs)
+
+    answer = stack.submit(body, caller=ALICE, key="k-collide")
+
+    assert answer.status_code == 409
+    assert answer.get_json()["error"]["field"] == "Idempotency-Key"
+    assert BOB not in answer.get_data(as_text=True)
+    assert stack.services.jobs.get(colliding).owner == BOB

@@ -194,3 +194,16 @@ def test_broken_vision_rows_name_the_field(changes: dict[str, Any], field: str, 
 
     assert error.field == field
     assert words in error.message
+
+
+def test_a_reference_answer_is_never_quoted_in_the_error() -> None:
+    """Errors reach the submitter; another team's dataset text must not ride along."""
+    secret_text = "ALICE PRIVATE ANSWER: the merger closes in March"
+
+    error = error_of(
+        lambda value: normalize_prompt_row(value, required=True, numeric=True),
+        {"prompt": "2+2=", "answer": secret_text},
+    )
+
+    assert "numeric_match needs a number" in error.message
+    assert "merger" not in error.message
