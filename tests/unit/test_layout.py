@@ -179,7 +179,14 @@ def test_built_paths_parse_back_to_their_bucket():
 
 @pytest.mark.parametrize(
     "uri",
-    ["gs://bbb/a/../c", "gs://bbb/a/./c", "gs://bbb/a//c", "gs://bbb//a", "gs://bbb/..", "gs://bbb/a//"],
+    [
+        "gs://bbb/a/../c",
+        "gs://bbb/a/./c",
+        "gs://bbb/a//c",
+        "gs://bbb//a",
+        "gs://bbb/..",
+        "gs://bbb/a//",
+    ],
 )
 def test_parse_gcs_uri_refuses_empty_and_dot_segments(uri: str):
     with pytest.raises(InvalidRequestError, match="segment"):
