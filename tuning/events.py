@@ -9,6 +9,7 @@ depend on which earlier events happened to arrive first.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,68 @@ from pydantic import (
 
 from tuning.errors import InvalidRequestError
 from tuning.ids import SegmentId
-from tuning.jobs import Artifacts, DatasetStats, JobError, JobRecord, JobStatus, Metrics, Progress
+from tuning.jobs import (
+    Artifacts,
+    DatasetStats,
+    ErrorType,
+    JobError,
+    JobRecord,
+    JobStatus,
+    Metrics,
+    Progress,
+)
+
+# What the job store can hold (https://cloud.google.com/firestore/quotas: documents up to
+# 1 MiB, maps nested at most 20 deep, field names up to 1,500 bytes and never `__.*__`;
+# https://cloud.google.com/firestore/docs/concepts/data-types: 64-bit signed integers), with
+# room to spare: an event is written to the job's history and parts of it to the record,
+# which holds the latest of several payloads (progress, metrics, artifacts, error). The
+# client refuses some of these itself (ValueError), the emulator others (InvalidArgument), and
+# a message over 4 MiB is retried for a minute as "429": each of them, unchecked, made
+# on_job_event fail until Pub/Sub dead-lettered the event and left the job where it was.
+MAX_EVENT_PAYLOAD_BYTES = 64 * 1024  # as JSON; a real payload is under 2 KiB
+MAX_PAYLOAD_DEPTH = 6  # maps and lists inside the payload (metrics are flat)
+MAX_FIELD_NAME_LENGTH = 256
+INT64 = range(-(2**63), 2**63)
+_RESERVED_NAME = re.compile(r"^__.*__$")
+# An event id is a Firestore document id (the history entry): no '/', not '.' or '..'.
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,299}$"
+UNRECORDABLE = "event_unrecordable"
+# Cloud Run retries a task at most 10 times:
+# https://cloud.google.com/run/docs/configuring/max-retries
+MAX_ATTEMPT = 1000
+MAX_SEQ = 2**53  # a counter per attempt; exact in every JSON reader
+
+
+def storage_problem(value: Any, path: str, depth: int = 0) -> str | None:
+    """What Firestore would refuse in `value` (see the limits above), or None."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        return f"{path}: nested more than {MAX_PAYLOAD_DEPTH} deep"
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if value in INT64 else f"{path}: {_digits(value)} is beyond 64-bit integers"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not 0 < len(key) <= MAX_FIELD_NAME_LENGTH:
+                return f"{path}: a field name must be 1 to {MAX_FIELD_NAME_LENGTH} characters"
+            if _RESERVED_NAME.fullmatch(key):
+                return f"{path}: field names like __name__ are reserved by Firestore"
+            problem = storage_problem(item, f"{path}.{key}", depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = storage_problem(item, f"{path}.{index}", depth + 1)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _digits(value: int) -> str:
+    """A huge integer described without printing thousands of digits."""
+    return f"an integer of {value.bit_length()} bits"
 
 
 class EventType(StrEnum):
@@ -115,8 +177,10 @@ class EventBase(BaseModel):
 
     event_id: str = Field("", max_length=300, description="Stable id; derived when omitted.")
     job_id: SegmentId
-    attempt: int = Field(..., ge=0, description="CLOUD_RUN_TASK_ATTEMPT of the producer.")
-    seq: int = Field(..., ge=0, description="Order within the attempt.")
+    attempt: int = Field(
+        ..., ge=0, le=MAX_ATTEMPT, description="CLOUD_RUN_TASK_ATTEMPT of the producer."
+    )
+    seq: int = Field(..., ge=0, le=MAX_SEQ, description="Order within the attempt.")
     timestamp: AwareDatetime
     source: EventSource = "trainer"
     execution: str | None = Field(
@@ -129,6 +193,8 @@ class EventBase(BaseModel):
             object.__setattr__(
                 self, "event_id", f"{self.job_id}-{self.source}-a{self.attempt}-s{self.seq}"
             )
+        elif re.fullmatch(EVENT_ID_PATTERN, self.event_id) is None:
+            raise ValueError(f"event_id must match {EVENT_ID_PATTERN} (it names a document)")
         return self
 
 
@@ -211,6 +277,53 @@ def parse_event(data: bytes | str | dict[str, Any]) -> JobEvent:
         raise describe_validation_error(error, tagged_union=True) from None
     except ValueError as error:  # not JSON at all
         raise InvalidRequestError(f"event is not valid JSON: {error}") from None
+
+
+def storage_problem_of(event: EventBase) -> str | None:
+    """Why the job store could not hold the event's payload, or None when it can.
+
+    Checked by on_job_event before it writes, not by the model: such an event is well
+    formed (its producer meant it), and its job must learn that it could not be recorded.
+    """
+    payload = getattr(event, "payload", None)
+    if not isinstance(payload, BaseModel):
+        return None
+    where = f"the {getattr(event, 'type', 'event')} event's payload"
+    problem = storage_problem(payload.model_dump(mode="python"), "payload")
+    if problem is not None:
+        return f"{where} cannot be stored: {problem}"
+    try:
+        size = len(payload.model_dump_json())
+    except ValueError as error:  # text that is not UTF-8 (a lone surrogate) cannot be sent
+        return f"{where} cannot be encoded: {str(error)[:200]}"
+    if size > MAX_EVENT_PAYLOAD_BYTES:
+        return f"{where} is {size} bytes as JSON, over the {MAX_EVENT_PAYLOAD_BYTES} allowed"
+    return None
+
+
+def unrecordable_failure(event: EventBase, *, cause: str) -> FailedEvent:
+    """A `failed` event (system error) for an event its job's store could not take.
+
+    Applied like any event, so a bad event of an older attempt or a superseded execution
+    changes nothing, and its id is stable, so a redelivery records it once.
+    """
+    kind = getattr(event, "type", "unknown")
+    message = (
+        f"a {kind} event from the {event.source} (attempt {event.attempt}, seq {event.seq}) "
+        f"could not be recorded, so the job cannot be followed: {cause[:1000]}"
+    )
+    return FailedEvent(
+        event_id=f"{event.job_id}-{event.source}-a{event.attempt}-s{event.seq}-unrecordable",
+        job_id=event.job_id,
+        attempt=event.attempt,
+        seq=event.seq,
+        timestamp=event.timestamp,
+        source=event.source,
+        execution=event.execution,
+        payload=FailedPayload(
+            error=JobError(type=ErrorType.SYSTEM, message=message[:4000], code=UNRECORDABLE)
+        ),
+    )
 
 
 class JobNotification(BaseModel):

@@ -24,9 +24,10 @@ from typing import Any
 
 from google.api_core import exceptions as google_errors
 from google.cloud import firestore
-from pydantic import BaseModel
+from google.protobuf import message as protobuf_message
+from pydantic import BaseModel, ValidationError
 
-from tuning.errors import InvalidRequestError, NotFoundError, TransientError
+from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
 from tuning.events import JOB_EVENT, JobEvent
 from tuning.gcp.errors import google_api_errors
 from tuning.jobs import JobRecord, JobStatus, utcnow
@@ -94,6 +95,52 @@ def contended_transaction() -> Iterator[None]:
         if not str(error).startswith("Failed to commit transaction"):
             raise
         raise TransientError(f"job document contended: {error}") from error
+
+
+class UnwritableError(TuningError):
+    """Firestore refuses this write for what it holds: retrying the same write cannot help."""
+
+
+# What a write is refused with for its content, not for the service's state. The client
+# encodes before sending: an integer beyond 64 bits or an empty field name is a ValueError,
+# an over-deep value a protobuf error. The service answers InvalidArgument (a document
+# over 1 MiB, a reserved name, a name over 1,500 bytes) and, for a request over its 4 MiB
+# message limit, ResourceExhausted ("429 ... exceeds maximum size"), which the client retries
+# for a minute until RetryError; a ResourceExhausted for quota stays transient.
+_REFUSED = (
+    google_errors.InvalidArgument,
+    protobuf_message.Error,
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+)
+_TOO_LARGE = "exceeds maximum size"
+
+
+@contextmanager
+def refused_writes() -> Iterator[None]:
+    """Raise UnwritableError for a write refused for its content (wrap the transaction).
+
+    A contended transaction and other transient errors (TransientError) and a record that
+    no longer parses (pydantic's ValidationError: our bug, not the event's) pass through.
+    """
+    try:
+        yield
+    except ValidationError:
+        raise
+    except TransientError as error:
+        cause = error.__cause__
+        last = cause.cause if isinstance(cause, google_errors.RetryError) else cause
+        if isinstance(last, google_errors.ResourceExhausted) and _TOO_LARGE in str(last):
+            raise UnwritableError(f"Firestore refused the write: {_brief(last)}") from error
+        raise
+    except _REFUSED as error:
+        raise UnwritableError(f"Firestore refused the write: {_brief(error)}") from error
+
+
+def _brief(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 class JobStore:
@@ -196,7 +243,7 @@ class JobStore:
                 before_commit(transition)
             return transition
 
-        with self._lock_for(event.job_id), contended_transaction():
+        with self._lock_for(event.job_id), refused_writes(), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
 
     def list_jobs(
