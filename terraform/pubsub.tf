@@ -8,6 +8,13 @@
 # redelivered while it still runs), and a dead-letter policy (a message that keeps failing is
 # parked instead of retried forever).
 
+# Who may publish on training-requests (grants in iam.tf, topic_grants): the submit and
+# reconcile accounts, which publish job references without an owner, and the principals in
+# var.request_publisher_members, other services that publish full requests. Those are
+# trusted to name the owner of each job (the `owner` attribute; dispatch checks its format,
+# and that a referenced job is that owner's, but cannot check who it is), so nobody else is
+# granted publishing here. Jobs published without an owner share one per-owner allowance.
+
 locals {
   topics = {
     requests      = "${var.prefix}-training-requests"

@@ -66,7 +66,7 @@ variable "api_invoker_members" {
 }
 
 variable "request_publisher_members" {
-  description = "Principals (other services) allowed to publish training requests on the training-requests topic."
+  description = "Principals (other services) allowed to publish training requests on the training-requests topic (roles/pubsub.publisher on that topic only). They are trusted to name the owner of each job in the message's `owner` attribute, which nothing can check against a token: list only services that authenticate their own users. Jobs they publish without an owner share one per-owner slot allowance."
   type        = list(string)
   default     = []
   validation {
