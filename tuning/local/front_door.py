@@ -31,8 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from werkzeug.wrappers import Request, Response
 
 from tuning.identity import SIGNATURE_REMOVED, TOKEN_HEADERS, HeaderSource
 from tuning.local.emulators import HOST, free_port, stop_process_group
+from tuning.local.functions import answers_http
 from tuning.local.issuer import LocalIssuer
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1); never forwarded.
@@ -244,22 +243,12 @@ def start_front_door(
         )
     door = FrontDoorProcess(process.pid, routes, log_path)
     deadline = time.monotonic() + timeout
-    while not all(_answers(listener.url) for listener in routes.values()):
+    while not all(answers_http(listener.url) for listener in routes.values()):
         if process.poll() is not None or time.monotonic() > deadline:
             door.stop()
             raise RuntimeError(f"the front door did not start:\n{log_path.read_text()[-2000:]}")
         time.sleep(0.1)
     return door
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback URL
-            return True
-    except urllib.error.HTTPError:  # 403 without a token: it is up
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def parse_route(value: str) -> Listener:

@@ -114,7 +114,7 @@ def _wait_until_serving(
     server: FunctionServer, process: subprocess.Popen[bytes], timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
-    while not _answers(f"{server.url}/health"):
+    while not answers_http(f"{server.url}/health"):
         if process.poll() is not None:
             raise FunctionServerError(
                 f"the {server.name} function exited during start-up:\n{server.log()[-3000:]}"
@@ -124,7 +124,7 @@ def _wait_until_serving(
         time.sleep(0.1)
 
 
-def _answers(url: str) -> bool:
+def answers_http(url: str) -> bool:
     """Any HTTP answer counts: a CloudEvent function has no GET route and says 405."""
     try:
         with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback URL

@@ -35,7 +35,13 @@ from typing import Any
 
 from tuning.local.emulators import DEFAULT_PROJECT, EmulatorStack, stop_process_group
 from tuning.local.front_door import FrontDoorProcess, start_front_door
-from tuning.local.functions import FUNCTIONS, FunctionServer, start_function, stop_function
+from tuning.local.functions import (
+    FUNCTIONS,
+    FunctionServer,
+    answers_http,
+    start_function,
+    stop_function,
+)
 from tuning.local.issuer import ISSUER_KEY_ENV, LocalIssuer
 
 STATE_FILE = "stack.json"
@@ -264,23 +270,13 @@ def _running_stack(workdir: Path) -> dict[str, str] | None:
         return None
     ports = [server["port"] for server in state.functions.values()]
     ports += list((state.front_door or {}).get("ports", {}).values())
-    if state.front_door is None or not all(_answers(f"http://127.0.0.1:{p}/") for p in ports):
+    if state.front_door is None or not all(answers_http(f"http://127.0.0.1:{p}/") for p in ports):
         return None
     exports = {}
     for line in env_file.read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         exports[key] = value
     return exports
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def down(workdir: Path) -> None:
