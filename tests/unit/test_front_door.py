@@ -109,6 +109,7 @@ def echo_upstream() -> Iterator[str]:
         body = {
             "headers": dict(request.headers),
             "path": request.full_path,
+            "raw": environ.get("RAW_URI"),
             "body": request.get_data(as_text=True),
             "caller": caller_identity(request.headers),
         }
@@ -150,3 +151,22 @@ def test_the_checked_token_reaches_the_function_signature_removed(
     assert seen["path"] == "/jobs/x/cancel?limit=2"
     assert seen["body"] == "{}"
     assert anonymous.status_code == 403
+
+
+def test_the_path_reaches_the_function_as_the_client_encoded_it(
+    issuer: LocalIssuer, echo_upstream: str
+) -> None:
+    # A job id holding an encoded slash must stay one segment, or another route answers.
+    listener = Listener(free_port(), echo_upstream)
+    servers = serve([listener], issuer=issuer, invokers=None)
+    try:
+        token = issuer.mint("alice@example.com", audience=listener.url)
+        answer = requests.post(
+            f"{listener.url}/jobs/a%2F..%2Fb%20c/cancel?q=%2F",
+            headers={"Authorization": bearer(token)},
+            timeout=10,
+        )
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert answer.json()["raw"] == "/jobs/a%2F..%2Fb%20c/cancel?q=%2F"

@@ -139,7 +139,11 @@ class FrontDoor:
             key: value for key, value in request.headers.items() if key.lower() not in HOP_BY_HOP
         }
         headers[decision.header] = decision.forwarded_value
-        url = f"{self.upstream}{request.full_path if request.query_string else request.path}"
+        # One connection per request: reusing a kept-alive one races the function's server
+        # closing it when idle (gunicorn: after 2 s), and the loser would be a 503 that
+        # Google's front end never gives for a healthy instance.
+        headers["Connection"] = "close"
+        url = self.upstream + _target_as_sent(request)
         try:
             answer = self.pool.request(
                 request.method,
@@ -148,15 +152,28 @@ class FrontDoor:
                 headers=headers,
                 redirect=False,
                 retries=False,
-                timeout=urllib3.Timeout(connect=5, read=300),
+                timeout=urllib3.Timeout(connect=30, read=300),
             )
-        except urllib3.exceptions.HTTPError:
+        except urllib3.exceptions.HTTPError as error:
+            print(f"front door: {request.method} {url} failed upstream: {error!r}", flush=True)
             return Response("Error: Service Unavailable\n", status=503, mimetype="text/plain")
         response = Response(answer.data, status=answer.status)
         for key, value in answer.headers.items():
             if key.lower() not in HOP_BY_HOP:
                 response.headers[key] = value
         return response
+
+
+def _target_as_sent(request: Request) -> str:
+    """The request target exactly as the client wrote it (path still percent-encoded).
+
+    `request.path` is decoded: forwarding it would turn a job id holding `%2F` into extra
+    path segments and route the request to another handler than the one it names.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if raw and raw.startswith("/"):
+        return str(raw)
+    return request.full_path if request.query_string else request.path
 
 
 def _error_page(refusal: Refusal) -> Response:
