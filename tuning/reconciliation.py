@@ -20,6 +20,14 @@ Failures are *published* on `job-events` like any producer's (source
 "reconcile"), not written directly: on_job_event stays the one writer of
 transitions and sends the terminal notification, and a trainer's own final
 event racing with ours is resolved by the state machine (first terminal wins).
+
+One job's error never stops the pass for the others. A transient one (Pub/Sub or
+Cloud Run unavailable) is logged and reported; the next pass tries again. Any other
+(a permission Cloud Run refused, a bug) is logged with its traceback, reported, and
+recorded on the job as a warning `message` event, so that its owner and the operator
+see why it is stuck. That warning has one id per job attempt and problem: a problem
+that persists pass after pass stays one entry of the job's history. Reconcile's events
+do not reset the job's silence clock (`tuning.state`), so the warning cannot hide a hang.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from tuning.dispatching import launcher_settings
-from tuning.errors import TransientError
-from tuning.jobs import ACTIVE_STATUSES, ErrorType, JobRecord, JobStatus, utcnow
+from tuning.errors import TransientError, TuningError
+from tuning.events import MessageEvent, MessagePayload
+from tuning.jobs import ACTIVE_STATUSES, ErrorType, JobRecord, JobStatus, stable_suffix, utcnow
 from tuning.launchers import ExecutionState, ExecutionStatus
 from tuning.logs import job_context
 from tuning.reporting import EventReporter
@@ -57,6 +66,12 @@ class ReconcileReport:
     checked: int = 0
     actions: dict[str, list[str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # Jobs whose error was transient: only for these can an early retry of the pass help.
+    transient: set[str] = field(default_factory=set)
+
+    @property
+    def retry_can_help(self) -> bool:
+        return bool(self.transient)
 
     def add(self, action: Action, job_id: str) -> None:
         self.actions.setdefault(action.value, []).append(job_id)
@@ -85,6 +100,10 @@ def reconcile_jobs(*, services: Services, now: datetime | None = None) -> Reconc
             except TransientError as error:
                 logger.warning("job %s not reconciled this time: %s", job.job_id, error.message)
                 report.errors[job.job_id] = error.message
+                report.transient.add(job.job_id)
+                continue
+            except Exception as error:  # one job's fault must not stop the pass
+                report.errors[job.job_id] = record_problem(job, error, services=services, now=now)
                 continue
         if action is not None:
             logger.info("job %s reconciled: %s", job.job_id, action.value)
@@ -186,6 +205,44 @@ def requeue(job: JobRecord, *, services: Services, now: datetime) -> Action:
 
     services.jobs.update(job.job_id, stamp)
     return Action.REQUEUED
+
+
+def record_problem(job: JobRecord, error: Exception, *, services: Services, now: datetime) -> str:
+    """Log a job's non-transient error, show it on the job, and return it for the report."""
+    logger.error("job %s not reconciled: %s", job.job_id, describe_error(error), exc_info=error)
+    problem = describe_error(error, for_owner=True)
+    text = f"reconcile could not settle this job and tries again on its next pass: {problem}"
+    try:
+        warning = MessageEvent(
+            # One entry per attempt and problem, however many passes meet it again.
+            event_id=f"{job.job_id}-reconcile-a{job.attempt}-problem-{stable_suffix(problem)}",
+            job_id=job.job_id,
+            attempt=job.attempt,
+            seq=0,
+            timestamp=now,
+            source="reconcile",
+            execution=job.execution,
+            payload=MessagePayload(text=text, level="warning"),
+        )
+        reporter(job, services).publish(warning)
+    except Exception as failure:  # recording is best effort; the pass goes on
+        logger.error(
+            "job %s: its reconcile problem could not be recorded on it: %s",
+            job.job_id,
+            describe_error(failure),
+        )
+        return f"{describe_error(error)} (not recorded on the job: {type(failure).__name__})"
+    return describe_error(error)
+
+
+def describe_error(error: Exception, *, for_owner: bool = False) -> str:
+    """The package's own errors say what went wrong in words meant to be shown; anything
+    else is named by its type for the owner, and with its text for the operator's log."""
+    if isinstance(error, TuningError):
+        return error.message
+    if for_owner:
+        return f"an internal error ({type(error).__name__}); the operator's logs have the details"
+    return f"{type(error).__name__}: {error}"[:1000]
 
 
 def reporter(job: JobRecord, services: Services) -> EventReporter:

@@ -69,7 +69,10 @@ def _fresh_attempt(attempt: int) -> dict[str, Any]:
 
 def _changes_for(job: JobRecord, event: JobEvent) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if job.last_event_at is None or event.timestamp > job.last_event_at:
+    # Reconcile speaks about a job, not for it: its notes must not reset the silence it measures.
+    if event.source != "reconcile" and (
+        job.last_event_at is None or event.timestamp > job.last_event_at
+    ):
         changes["last_event_at"] = event.timestamp
     reached = STATUS_REACHED[event.type]
     if reached is not None and reached.rank > job.status.rank:

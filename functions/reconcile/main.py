@@ -1,7 +1,8 @@
 """The reconcile function: Cloud Scheduler calls it; no job stays non-terminal forever.
 
-Answers 200 with what it did, or 503 when some jobs could not be checked this
-time (the scheduler retries; every action is idempotent). Run it locally with:
+Answers 200 with what it did, errors of single jobs included (each is logged and
+recorded on its job); 503 only when some job hit a transient error, the one case in
+which the scheduler's early retry can help (every action is idempotent). Run it locally with:
 
     functions-framework --source functions/reconcile/main.py --target reconcile_jobs
 """
@@ -27,4 +28,6 @@ def reconcile_jobs(request: flask.Request) -> flask.Response:
         return flask.jsonify({"status": "ok"})
     report = reconciliation.reconcile_jobs(services=SERVICES)
     logger.info("reconcile pass: %s", report.to_dict())
-    return flask.make_response(flask.jsonify(report.to_dict()), 503 if report.errors else 200)
+    return flask.make_response(
+        flask.jsonify(report.to_dict()), 503 if report.retry_can_help else 200
+    )
