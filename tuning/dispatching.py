@@ -12,7 +12,10 @@ execution recorded on the job if the claim still holds:
 - a job cancelled or deleted between claim and launch gets its new execution
   cancelled at once; a deleted or cancelled job is never launched;
 - a message that can never succeed is acknowledged and recorded; only
-  transient errors raise.
+  transient errors raise;
+- a published request carrying a secret's value (`hf_token`, the W&B key) is refused
+  before anything reads it: Pub/Sub keeps messages, so that channel takes secret
+  references only (`POST /train` still takes values and stores them in Secret Manager).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import logging
 import re
+import typing
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from tuning.capacity import ClaimOutcome, GpuSlots
 from tuning.errors import (
@@ -66,6 +70,7 @@ from tuning.spec import (
     parse_train_request,
 )
 from tuning.submission import job_id_for, submit_job
+from tuning.tenancy import EVERY_CALLER, USABLE_BY_ANNOTATION
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +118,7 @@ def dispatch_message(
     try:
         message = parse_request_message(data)
     except InvalidRequestError as error:
-        return reject_message(data, error, message_id=message_id, services=services)
+        return reject_message(data, error, message_id=message_id, owner=owner, services=services)
     if isinstance(message, JobReference):
         return dispatch_reference(message, owner=owner, message_id=message_id, services=services)
     try:
@@ -148,7 +153,11 @@ def dispatch_reference(
 
 
 def parse_request_message(data: bytes) -> JobReference | TrainRequest:
-    """A job reference or a full request; `InvalidRequestError` for anything else."""
+    """A job reference or a full request; `InvalidRequestError` for anything else.
+
+    A request carrying a secret's value is refused (`SecretInMessageError`) before any
+    other check, so that the publisher learns to publish a reference whatever else is wrong.
+    """
     try:
         payload = json.loads(data, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # nesting too deep is as unreadable as bad JSON
@@ -158,7 +167,79 @@ def parse_request_message(data: bytes) -> JobReference | TrainRequest:
             return JobReference.model_validate(payload)
         except ValidationError as error:
             raise describe_validation_error(error) from None
+    refuse_secret_values(payload)
     return parse_train_request(payload)
+
+
+def secret_value_fields(model: type[BaseModel] = TrainRequest, prefix: str = "") -> dict[str, str]:
+    """Every request field holding a secret's value (a `SecretStr`), dotted, mapped to the
+    field that names a secret instead (its `_secret` sibling).
+
+    Derived from the models so that a secret field added to tuning/spec.py is refused on
+    the bus without anyone remembering this list.
+    """
+    fields: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        kinds = _types_in(info.annotation)
+        if SecretStr in kinds:
+            fields[path] = f"{prefix}{name}_secret"
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                fields.update(secret_value_fields(kind, f"{path}."))
+    return fields
+
+
+def _types_in(annotation: Any) -> set[Any]:
+    """The classes an annotation is made of, through Optional, unions, lists and Annotated."""
+    arguments = typing.get_args(annotation)
+    if not arguments:
+        return {annotation}
+    return {kind for argument in arguments for kind in _types_in(argument)}
+
+
+SECRET_VALUE_FIELDS = secret_value_fields()
+
+
+class SecretInMessageError(InvalidRequestError):
+    """A published request carries a secret's value: refused, never stored or launched."""
+
+
+def refuse_secret_values(payload: Any) -> None:
+    """Raise `SecretInMessageError` naming each secret-value field the payload sets.
+
+    Any value but null counts, valid or not: the value is on the bus either way. The value
+    is never read into a message, a record or a log line.
+    """
+    problems = [
+        {"field": field, "message": _publish_a_reference(field, reference)}
+        for field, reference in SECRET_VALUE_FIELDS.items()
+        if _value_at(payload, field) is not None
+    ]
+    if problems:
+        first = problems[0]
+        message = f"{first['field']}: {first['message']}"
+        raise SecretInMessageError(message, field=first["field"], problems=problems)
+
+
+def _value_at(payload: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(part)
+    return payload
+
+
+def _publish_a_reference(field: str, reference: str) -> str:
+    return (
+        f"a request published on training-requests may not carry a secret's value "
+        "(Pub/Sub keeps messages, and dead-lettered ones for days). Store the value in "
+        "Secret Manager, have an operator share the secret with the job's owner by "
+        f'annotating it {USABLE_BY_ANNOTATION}="OWNER" (the owner attribute you publish, or '
+        f"'{EVERY_CALLER}'), and publish {reference}: "
+        '"projects/PROJECT/secrets/SECRET/versions/N" without ' + field.rsplit(".", 1)[-1] + "; "
+        "POST /train accepts the value itself (see docs/deploy.md, Publishers)"
+    )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -272,9 +353,15 @@ def report_failure(job: JobRecord, message: str, services: Services) -> None:
 
 
 def reject_message(
-    data: bytes, error: InvalidRequestError, *, message_id: str, services: Services
+    data: bytes,
+    error: InvalidRequestError,
+    *,
+    message_id: str,
+    services: Services,
+    owner: str | None = None,
 ) -> DispatchResult:
-    """Acknowledge a message that can never succeed; a request-shaped one becomes a failed job."""
+    """Acknowledge a message that can never succeed; a request-shaped one becomes a failed job
+    of `owner` (the publisher's attribute, already checked), so that the owner sees why."""
     try:
         payload = json.loads(data)
     except (ValueError, RecursionError):
@@ -282,29 +369,56 @@ def reject_message(
     if not isinstance(payload, dict) or payload.get("kind") == "job_reference":
         logger.error("message %s acknowledged without effect: %s", message_id, error.message)
         return DispatchResult(DispatchOutcome.REJECTED)
-    job = rejected_job_record(payload, error, message_id=message_id)
+    job = rejected_job_record(payload, error, message_id=message_id, owner=owner)
     with job_context(job.job_id):
-        if services.jobs.find(job.job_id) is None:
-            # Notify first: a retry after a failed publish then notifies again, never not at all.
-            notification = JobNotification.for_job(job, JobStatus.QUEUED)
-            services.publisher.publish(
-                services.settings.notifications_topic, notification, job_id=job.job_id
+        try:
+            if services.jobs.find(job.job_id) is None:
+                # Notify first: a retry after a failed publish then notifies again, never not
+                # at all.
+                notification = JobNotification.for_job(job, JobStatus.QUEUED)
+                services.publisher.publish(
+                    services.settings.notifications_topic, notification, job_id=job.job_id
+                )
+                services.jobs.create(job)
+        except Exception as failure:
+            if not isinstance(error, SecretInMessageError):
+                raise
+            # Deliberately acknowledged though unrecorded: a redelivery would keep the
+            # secret in the subscription and, after the last attempt, in the dead-letter
+            # store for days. The publisher still finds this line by its message id.
+            logger.error(
+                "request in message %s rejected (%s) but its failed job %s could not be "
+                "recorded (%s); acknowledged anyway, so that the secret leaves Pub/Sub",
+                message_id,
+                error.field,
+                job.job_id,
+                type(failure).__name__,
             )
-            services.jobs.create(job)
+            return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
         logger.error("request in message %s rejected: %s", message_id, error.message)
     return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
 
 
+# The error code of a job refused for carrying a secret's value on the bus.
+SECRET_IN_MESSAGE = "secret_in_message"
+
+
 def rejected_job_record(
-    payload: dict[str, Any], error: InvalidRequestError, *, message_id: str
+    payload: dict[str, Any],
+    error: InvalidRequestError,
+    *,
+    message_id: str,
+    owner: str | None = None,
 ) -> JobRecord:
-    """A `failed` record that shows the publisher why its request was refused."""
+    """A `failed` record that shows the publisher (acting for `owner`) why its request was
+    refused; it holds nothing of the payload but well-formed ids and a printable name."""
     dataset = _dataset_id(payload.get("processed_dataset_id"))
     config = payload.get("training_config")
     model = _model_id(config.get("base_model_id") if isinstance(config, dict) else None)
     job_id = new_job_id(dataset or "invalid", model or "request", suffix=stable_suffix(message_id))
     now = utcnow()
     name = payload.get("job_name")
+    code = SECRET_IN_MESSAGE if isinstance(error, SecretInMessageError) else "invalid_request"
     return JobRecord(
         job_id=job_id,
         job_name=name[:128] if isinstance(name, str) and name.isprintable() else job_id,
@@ -315,7 +429,8 @@ def rejected_job_record(
         created_at=now,
         updated_at=now,
         finished_at=now,
-        error=JobError(type=ErrorType.USER, message=error.message[:4000], code="invalid_request"),
+        owner=owner,
+        error=JobError(type=ErrorType.USER, message=error.message[:4000], code=code),
     )
 
 
