@@ -1,5 +1,6 @@
-"""Trainer callbacks: lifecycle events for the job, checkpoint uploads to GCS, and a
-periodic check that the job still wants this attempt.
+"""Trainer callbacks: lifecycle events for the job, checkpoint uploads to GCS, a
+periodic check that the job still wants this attempt, and the checkpoint clock and task
+deadline of `trainer.handoff`.
 
 Imported lazily (it needs transformers). The callbacks publish through the
 job's EventReporter, so every event carries the attempt and its sequence.
@@ -24,8 +25,9 @@ from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore
 from trainer.files import link_or_copy
+from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.metrics import SFT_METRICS, MetricsPlan, evaluation_metrics, method_metrics
-from tuning.jobs import DatasetStats, Metrics, Progress
+from tuning.jobs import AttemptEnding, DatasetStats, Metrics, Progress
 from tuning.reporting import EventReporter
 
 logger = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ class CheckpointUploadCallback(TrainerCallback):
         self.staging_dir = staging_dir
         self._upload: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.last_upload_seconds = 0.0  # how long the latest finished upload took
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.wait()
@@ -190,8 +193,10 @@ class CheckpointUploadCallback(TrainerCallback):
             raise error
 
     def _run(self, snapshot: Path, step: int) -> None:
+        started = time.monotonic()
         try:
             self.store.upload(snapshot, step)
+            self.last_upload_seconds = time.monotonic() - started
         except BaseException as error:  # re-raised in the training thread by wait()
             self._error = error
         finally:
@@ -221,3 +226,96 @@ class JobWatchCallback(TrainerCallback):
         if now - self.checked_at >= self.interval_seconds:
             self.checked_at = now
             self.ensure_job_active()
+
+
+class HandoffCallback(TrainerCallback):
+    """Decides, after every optimizer step, whether to checkpoint and whether to stop.
+
+    Goes after the checkpoint-upload callback, so its `on_save` runs once the upload of the
+    checkpoint has started; it raises `Handoff` from there (or from `on_step_end` when a
+    SIGTERM leaves no time to save), through the Trainer, like `JobGone`.
+    """
+
+    def __init__(
+        self,
+        task: TaskClock,
+        stop: StopSignal,
+        *,
+        interval_seconds: float,
+        reserve_seconds: float,
+        grace_seconds: float,
+        upload_seconds: Callable[[], float] = lambda: 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.task = task
+        self.stop = stop
+        self.interval_seconds = interval_seconds
+        self.reserve_seconds = reserve_seconds
+        self.grace_seconds = grace_seconds
+        self.upload_seconds = upload_seconds
+        self.clock = clock
+        self.last_saved_at = clock()
+        self.last_step_at: float | None = None
+        self.step_seconds = 0.0
+        self.save_seconds = 0.0
+        self.save_started: float | None = None
+        self.pending: AttemptEnding | None = None
+
+    def checkpoint_seconds(self) -> float:
+        """What the last checkpoint took: saving it here, and uploading it."""
+        return self.save_seconds + self.upload_seconds()
+
+    def needed_before_deadline(self) -> float:
+        """Time to keep before the deadline: a step to finish, then a checkpoint, twice over
+        (the next checkpoint may be slower), and never less than the configured reserve."""
+        return max(self.reserve_seconds, 2 * (self.step_seconds + self.checkpoint_seconds()))
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.stop.training = True
+        self.last_saved_at = self.last_step_at = self.clock()
+        if self.stop.requested:  # arrived between the model load and the first step
+            raise Handoff(AttemptEnding.INTERRUPTED, step=state.global_step, checkpointed=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.stop.training = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self.clock()
+        if self.last_step_at is not None:
+            self.step_seconds = now - self.last_step_at
+        self.last_step_at = now
+        if state.global_step >= state.max_steps:
+            return  # the last step: training ends and the job goes on to export here
+        if self.stop.requested:
+            waited = now - (self.stop.requested_at or now)
+            if self.save_seconds and self.checkpoint_seconds() < self.grace_seconds - waited:
+                self._stop_after_saving(control, AttemptEnding.INTERRUPTED)
+            else:
+                self.stop.training = False
+                raise Handoff(AttemptEnding.INTERRUPTED, step=state.global_step, checkpointed=False)
+        else:
+            remaining = self.task.remaining()
+            if remaining is not None and remaining < self.needed_before_deadline():
+                logger.info(
+                    "%.0f s left before the task deadline: checkpointing to hand off", remaining
+                )
+                self._stop_after_saving(control, AttemptEnding.DEADLINE)
+            elif self.interval_seconds and now - self.last_saved_at >= self.interval_seconds:
+                control.should_save = True
+        if control.should_save:
+            self.save_started = now
+
+    def _stop_after_saving(self, control: Any, reason: AttemptEnding) -> None:
+        self.pending = reason
+        control.should_save = True
+        control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self.clock()
+        if self.save_started is not None:
+            self.save_seconds = now - self.save_started
+        self.save_started = None
+        self.last_saved_at = now
+        if self.pending is not None:
+            self.stop.training = False
+            raise Handoff(self.pending, step=state.global_step, checkpointed=True)

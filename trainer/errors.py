@@ -63,3 +63,16 @@ class JobGone(TuningError):  # noqa: N818  (not an error of the job: it was dele
     """The job was deleted, cancelled or handed to another execution: stop without writing."""
 
     code = "job_gone"
+
+
+class HandedOff(TuningError):  # noqa: N818  (not an error: the job goes on in a new execution)
+    """The attempt checkpointed and published `handoff`: end the task with exit code 0."""
+
+    code = "handed_off"
+
+
+class NoProgressError(TuningError):
+    """The attempt stopped (task deadline, SIGTERM) without a checkpoint past the one it
+    resumed from: not a handoff, which would loop; retried like any failed attempt."""
+
+    code = "no_progress"

@@ -18,7 +18,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from trainer.errors import JobGone, PermanentError
+from trainer.errors import HandedOff, JobGone, PermanentError
+from trainer.handoff import Interrupted, StopSignal, TaskClock
 from tuning.gcp.access_boundary import AccessBoundaryError
 from tuning.jobs import ErrorType
 from tuning.logs import job_context, redact, setup_logging
@@ -42,6 +43,8 @@ def main(
     hub_uploader: HubUploader | None = None,
 ) -> int:
     """Run the job from the environment and return the process exit code."""
+    stop = StopSignal()
+    stop.install()  # first: a SIGTERM during imports is then an `Interrupted`, not a death
     setup_logging("trainer")
     _quiet_libraries()
     try:
@@ -54,11 +57,16 @@ def main(
         services.publisher,
         settings.events_topic,
         job_id=settings.job_id,
-        attempt=settings.attempt,
+        attempt=settings.job_attempt,
         execution=settings.execution,
     )
+    # The deadline counts from here, a little after Cloud Run started the task: the
+    # deadline reserve (TRAINER_DEADLINE_RESERVE_SECONDS) covers the difference.
+    task = TaskClock(settings.task_timeout_seconds)
     with job_context(settings.job_id):
-        return run_and_report(settings, services, reporter, hub_uploader=hub_uploader)
+        return run_and_report(
+            settings, services, reporter, hub_uploader=hub_uploader, task=task, stop=stop
+        )
 
 
 def run_and_report(
@@ -67,19 +75,31 @@ def run_and_report(
     reporter: EventReporter,
     *,
     hub_uploader: HubUploader | None = None,
+    task: TaskClock | None = None,
+    stop: StopSignal | None = None,
 ) -> int:
     """Run the pipeline and turn its outcome into events and an exit code."""
     from trainer.export import HuggingFaceHubUploader
     from trainer.pipeline import run_training_job
 
-    logger.info("attempt %d of job %s starting", settings.attempt, settings.job_id)
+    logger.info("attempt %d of job %s starting", settings.job_attempt, settings.job_id)
     try:
         run_training_job(
             settings,
             services,
             reporter,
             hub_uploader=hub_uploader or HuggingFaceHubUploader(),
+            task=task,
+            stop=stop,
         )
+    except HandedOff as handoff:
+        logger.info("attempt %d handed the job off (%s)", settings.job_attempt, handoff.message)
+        return EXIT_DONE
+    except Interrupted:
+        # Stopped outside training (a download, the export): the next attempt, or the
+        # next execution, starts again from the latest checkpoint.
+        logger.warning("attempt %d was interrupted by SIGTERM", settings.job_attempt)
+        return EXIT_RETRY
     except JobGone as error:
         logger.warning("stopping without writing: %s", error.message)
         return EXIT_DONE

@@ -14,13 +14,14 @@ import functools
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from trainer.batching import plan_batching
 from trainer.checkpoints import CheckpointStore
 from trainer.data import DatasetSplits, SplitFile, load_splits
-from trainer.errors import UnsupportedError, UserError
+from trainer.errors import HandedOff, NoProgressError, UnsupportedError, UserError
 from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_export
+from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
@@ -35,6 +36,9 @@ from tuning.settings import TrainerSettings
 from tuning.spec import ExportFormat, Modality, Provider, TrainerType, TrainingConfig
 from tuning.tenancy import BaseModelLocations
 
+if TYPE_CHECKING:
+    from trainer.callbacks import CheckpointUploadCallback
+
 logger = logging.getLogger(__name__)
 # Vision models whose processor this build knows how to count and train (Gemma 3, 4B and up).
 VISION_MODEL_TYPES = frozenset({"gemma3"})
@@ -47,6 +51,8 @@ def run_training_job(
     *,
     hub_uploader: HubUploader | None = None,
     hardware: Hardware | None = None,
+    task: TaskClock | None = None,
+    stop: StopSignal | None = None,
 ) -> None:
     # Before anything of the job is read from Cloud Storage: from here on, only its own paths.
     services = narrow_job_storage(settings, services)
@@ -94,7 +100,7 @@ def run_training_job(
     checkpoints = CheckpointStore(
         services.storage, settings.layout, settings.job_id, ensure_job_active=active
     )
-    resume_from = _resume_point(checkpoints, work_dir / "output", reporter, settings)
+    resume_from, resumed_step = _resume_point(checkpoints, work_dir / "output", reporter, settings)
     run = TrainingRun(
         config=config,
         splits=splits,
@@ -121,10 +127,12 @@ def run_training_job(
     try:
         from trainer.callbacks import (
             CheckpointUploadCallback,
+            HandoffCallback,
             JobWatchCallback,
             LifecycleEventsCallback,
         )
 
+        uploads = CheckpointUploadCallback(checkpoints, staging_dir=work_dir / "checkpoint-uploads")
         run.callbacks = [
             LifecycleEventsCallback(
                 reporter,
@@ -135,11 +143,23 @@ def run_training_job(
                 or config.eval_config.compute_eval_metrics,
                 metrics_plan=recipe.metrics,
             ),
-            CheckpointUploadCallback(checkpoints, staging_dir=work_dir / "checkpoint-uploads"),
+            uploads,
             JobWatchCallback(active, interval_seconds=settings.job_check_interval_seconds),
+            HandoffCallback(  # after `uploads`: it ends the attempt once the upload started
+                task or TaskClock(settings.task_timeout_seconds),
+                stop or StopSignal(),
+                interval_seconds=settings.checkpoint_interval_seconds,
+                reserve_seconds=settings.deadline_reserve_seconds,
+                grace_seconds=settings.stop_grace_seconds,
+                upload_seconds=lambda: uploads.last_upload_seconds,
+            ),
         ]
         run.report_to = ["wandb"] if tracker is not None else []
-        outcome = recipe.train(run)
+        try:
+            outcome = recipe.train(run)
+        except Handoff as handoff:
+            failed = False
+            hand_off(handoff, uploads, checkpoints, reporter, resumed_step=resumed_step)
         active()
         reporter.exporting(_export_formats(config))
         artifacts = export_model(
@@ -168,6 +188,32 @@ def run_training_job(
     finally:
         if tracker is not None:
             tracker.finish(failed=failed)
+
+
+def hand_off(
+    handoff: Handoff,
+    uploads: CheckpointUploadCallback,
+    checkpoints: CheckpointStore,
+    reporter: EventReporter,
+    *,
+    resumed_step: int,
+) -> NoReturn:
+    """End the attempt so that a new execution continues the job: once the checkpoint is
+    in GCS, publish `handoff` and raise `HandedOff` (exit 0). Without progress since this
+    attempt resumed, a handoff would loop: fail the attempt instead (Cloud Run retries)."""
+    uploads.wait()  # the checkpoint it just saved, complete in GCS (or its error raised)
+    checkpoints.ensure_job_active()  # cancelled meanwhile: JobGone, nothing to continue
+    latest = checkpoints.latest()
+    if latest is None or latest.step <= resumed_step:
+        raise NoProgressError(
+            f"the attempt stopped ({handoff.reason.value}) at step {handoff.step} without a "
+            f"checkpoint newer than step {resumed_step}, where it resumed"
+        )
+    reporter.handoff(
+        handoff.reason, step=handoff.step, checkpoint_step=latest.step, checkpoint=latest.prefix
+    )
+    logger.info("handed off at step %d (checkpoint %d)", handoff.step, latest.step)
+    raise HandedOff(handoff.reason.value)
 
 
 def check_model_config(config: TrainingConfig, model_config: dict[str, Any]) -> None:
@@ -272,17 +318,18 @@ def _resume_point(
     output_dir: Path,
     reporter: EventReporter,
     settings: TrainerSettings,
-) -> Path | None:
-    """The latest complete checkpoint, downloaded, when an earlier attempt left one."""
+) -> tuple[Path | None, int]:
+    """The latest complete checkpoint, downloaded, when an earlier attempt left one, and
+    its step (0: from the start)."""
     latest = checkpoints.latest()
     if latest is None:
-        if settings.attempt > 0:
+        if settings.job_attempt > 0:
             reporter.restarted(resumed_from_step=0)
-        return None
+        return None, 0
     path = checkpoints.download(latest, output_dir)
     reporter.restarted(resumed_from_step=latest.step, checkpoint=latest.prefix)
     logger.info("resuming from step %d (%s)", latest.step, latest.prefix)
-    return path
+    return path, latest.step
 
 
 def _start_tracking(

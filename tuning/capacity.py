@@ -25,9 +25,11 @@ from google.cloud import firestore
 
 from tuning.gcp.firestore import JobStore, contended_transaction, to_firestore
 from tuning.jobs import JobRecord, JobStatus, utcnow
+from tuning.launchers import same_execution
 from tuning.settings import LauncherSettings
 
 CLAIMED_REASON = "dispatching: starting a trainer execution"
+CONTINUING_REASON = "continuing: starting a new trainer execution from the latest checkpoint"
 # The one owner every job without an owner counts under for the per-owner limit: jobs
 # published without an `owner` attribute would otherwise escape it entirely. One shared
 # allowance (not none, not one per job) keeps such a publisher to its share of the GPUs.
@@ -44,6 +46,7 @@ class ClaimOutcome(StrEnum):
     OWNER_AT_LIMIT = "owner_at_limit"  # its owner's share is taken: the job waits, queued
     IN_PROGRESS = "in_progress"  # another delivery claimed it moments ago
     DISPATCHED = "dispatched"  # it already has an execution
+    EXHAUSTED = "exhausted"  # it ran in as many executions as a job may: fail it
     NOT_QUEUED = "not_queued"  # cancelled, failed or done
     MISSING = "missing"  # no such job (never created, or deleted)
 
@@ -66,6 +69,7 @@ class ClaimAttempt:
     limit: int
     finished: frozenset[str]  # holders whose job is deleted or terminal
     owner_limit: int | None = None  # slots one owner may hold; None: no per-owner limit
+    max_executions: int | None = None  # executions one job may run in; None: no bound
 
 
 @dataclass(frozen=True)
@@ -103,20 +107,38 @@ class Decision:
         return self.job_changes is not None or self.slots is not None
 
 
+def is_continuation(job: JobRecord) -> bool:
+    """The job handed off from its current execution and waits for the next one."""
+    return (
+        not job.status.is_terminal
+        and job.handoff is not None
+        and job.execution is not None
+        and job.handoff.execution is not None
+        and same_execution(job.handoff.execution, job.execution)
+    )
+
+
 def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> Decision:
-    """What a claim does to the job and the slots, as a pure function of what it read."""
+    """What a claim does to the job and the slots, as a pure function of what it read.
+
+    A continuation (`is_continuation`) still holds its slot: it is claimed without waiting
+    for capacity, so that a long job is not overtaken by the queue between two executions.
+    """
     if job is None:
         return Decision(Claim(ClaimOutcome.MISSING))
-    if job.status is not JobStatus.QUEUED:
+    continuing = is_continuation(job)
+    if job.status is not JobStatus.QUEUED and not continuing:
         return Decision(Claim(ClaimOutcome.NOT_QUEUED, job))
-    if job.execution:
+    if job.execution and not continuing:
         return Decision(Claim(ClaimOutcome.DISPATCHED, job))
     claimed_at = job.dispatch_claimed_at
     if job.dispatch_claim and claimed_at and attempt.now - claimed_at < attempt.claim_timeout:
         return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
+    if continuing and attempt.max_executions and job.executions >= attempt.max_executions:
+        return Decision(Claim(ClaimOutcome.EXHAUSTED, job))
     kept = slots.without(attempt.finished)
     pruned = None if kept == slots else kept
-    if attempt.job_id not in kept.holders:
+    if attempt.job_id not in kept.holders and not continuing:
         wait: tuple[ClaimOutcome, str] | None = None
         if len(kept.holders) >= attempt.limit:
             wait = ClaimOutcome.AT_CAPACITY, waiting_reason(len(kept.holders), attempt.limit)
@@ -134,7 +156,7 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
     changes = {
         "dispatch_claim": attempt.claim_id,
         "dispatch_claimed_at": attempt.now,
-        "status_reason": CLAIMED_REASON,
+        "status_reason": CONTINUING_REASON if continuing else CLAIMED_REASON,
     }
     return Decision(
         Claim(ClaimOutcome.CLAIMED, job, in_use=len(claimed.holders)),
@@ -161,11 +183,18 @@ class GpuSlots:
     """The slots of one trainer pool, changed only in transactions with a job's claim."""
 
     def __init__(
-        self, jobs: JobStore, *, pool: str, limit: int, owner_limit: int | None = None
+        self,
+        jobs: JobStore,
+        *,
+        pool: str,
+        limit: int,
+        owner_limit: int | None = None,
+        max_executions: int | None = None,
     ) -> None:
         self.jobs = jobs
         self.limit = limit
         self.owner_limit = owner_limit
+        self.max_executions = max_executions
         self.document = jobs.client.collection(f"{jobs.jobs.id}_capacity").document(pool)
         self._lock = _process_lock(self.document.path)
 
@@ -176,6 +205,7 @@ class GpuSlots:
             pool=settings.trainer_job_name,
             limit=settings.max_concurrent_jobs,
             owner_limit=settings.max_concurrent_jobs_per_owner or None,
+            max_executions=settings.max_job_executions,
         )
 
     def slots(self) -> Slots:
@@ -200,6 +230,7 @@ class GpuSlots:
                 limit=self.limit,
                 finished=frozenset(self._finished(slots.holders)),
                 owner_limit=self.owner_limit,
+                max_executions=self.max_executions,
             )
             # Most deliveries change nothing (a duplicate, a job still waiting for a slot):
             # decide those on plain reads. What they read can only have moved on towards
@@ -229,7 +260,10 @@ class GpuSlots:
 
         def undo(transaction: Any) -> None:
             job = _read_job(reference, transaction)
-            if job is not None and (job.dispatch_claim != claim_id or job.execution):
+            continuing = job is not None and is_continuation(job)
+            if job is not None and (
+                job.dispatch_claim != claim_id or (job.execution and not continuing)
+            ):
                 return  # another delivery took over the claim (and the slot with it)
             slots = _slots_of(self.document.get(transaction=transaction))
             if job is not None:
@@ -240,7 +274,7 @@ class GpuSlots:
                     dispatch_claimed_at=None,
                     status_reason=reason[:500],
                 )
-            if job_id in slots.holders:
+            if job_id in slots.holders and not continuing:  # a continuation keeps its slot
                 self._write_slots(transaction, slots.without(frozenset({job_id})), utcnow())
 
         with self._lock:

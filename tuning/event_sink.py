@@ -23,7 +23,7 @@ from tuning.errors import InvalidRequestError
 from tuning.events import JobEvent, parse_event, storage_problem_of, unrecordable_failure
 from tuning.gcp.firestore import Transition, UnwritableError
 from tuning.logs import job_context
-from tuning.notifications import notify_if_ending
+from tuning.notifications import after_event
 from tuning.services import Services
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def record_event(event: JobEvent, *, message_id: str, services: Services) -> Tra
             return _fail_job(event, cause=problem, services=services)
         try:
             transition = services.jobs.apply_event(
-                event, before_commit=lambda change: notify_if_ending(change, services=services)
+                event, before_commit=lambda change: after_event(change, services=services)
             )
         except UnwritableError as error:
             return _fail_job(event, cause=error.message, services=services)
@@ -67,5 +67,5 @@ def _fail_job(event: JobEvent, *, cause: str, services: Services) -> Transition 
     # A failure of this small fixed shape is always writable; should the store still
     # refuse it, UnwritableError propagates and the delivery is retried.
     return services.jobs.apply_event(
-        failure, before_commit=lambda change: notify_if_ending(change, services=services)
+        failure, before_commit=lambda change: after_event(change, services=services)
     )

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -27,6 +28,7 @@ from tuning.errors import InvalidRequestError
 from tuning.ids import SegmentId
 from tuning.jobs import (
     Artifacts,
+    AttemptEnding,
     DatasetStats,
     ErrorType,
     JobError,
@@ -96,6 +98,7 @@ class EventType(StrEnum):
     EVALUATION = "evaluation"
     MESSAGE = "message"
     RESTARTED = "restarted"
+    HANDOFF = "handoff"
     EXPORTING = "exporting"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -110,6 +113,7 @@ STATUS_REACHED: dict[EventType, JobStatus | None] = {
     EventType.EVALUATION: JobStatus.TRAINING,
     EventType.MESSAGE: None,
     EventType.RESTARTED: JobStatus.PREPARING,
+    EventType.HANDOFF: None,
     EventType.EXPORTING: JobStatus.EXPORTING,
     EventType.COMPLETED: JobStatus.COMPLETED,
     EventType.FAILED: JobStatus.FAILED,
@@ -147,6 +151,23 @@ class RestartedPayload(Payload):
     checkpoint: str | None = None
 
 
+class HandoffPayload(Payload):
+    """An attempt stopped before its task deadline (or on SIGTERM) after a checkpoint; a
+    new execution is to continue the job from it."""
+
+    reason: AttemptEnding = Field(..., description="deadline or interrupted")
+    step: int = Field(..., ge=0, description="The last step this attempt trained.")
+    checkpoint_step: int = Field(..., ge=0, description="Its last complete checkpoint.")
+    checkpoint: str | None = Field(None, max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _a_handoff_reason(cls, reason: AttemptEnding) -> AttemptEnding:
+        if reason is AttemptEnding.FAILED:
+            raise ValueError("a handoff is a deadline or an interruption, never a failure")
+        return reason
+
+
 class ExportingPayload(Payload):
     formats: list[str] = Field(default_factory=list)
 
@@ -178,7 +199,11 @@ class EventBase(BaseModel):
     event_id: str = Field("", max_length=300, description="Stable id; derived when omitted.")
     job_id: SegmentId
     attempt: int = Field(
-        ..., ge=0, le=MAX_ATTEMPT, description="CLOUD_RUN_TASK_ATTEMPT of the producer."
+        ...,
+        ge=0,
+        le=MAX_ATTEMPT,
+        description="The producer's attempt over the whole job: the attempts of the job's "
+        "earlier executions plus CLOUD_RUN_TASK_ATTEMPT.",
     )
     seq: int = Field(..., ge=0, le=MAX_SEQ, description="Order within the attempt.")
     timestamp: AwareDatetime
@@ -228,6 +253,11 @@ class RestartedEvent(EventBase):
     payload: RestartedPayload = Field(default_factory=RestartedPayload)
 
 
+class HandoffEvent(EventBase):
+    type: Literal[EventType.HANDOFF] = EventType.HANDOFF
+    payload: HandoffPayload
+
+
 class ExportingEvent(EventBase):
     type: Literal[EventType.EXPORTING] = EventType.EXPORTING
     payload: ExportingPayload = Field(default_factory=ExportingPayload)
@@ -255,6 +285,7 @@ JobEvent = Annotated[
     | EvaluationEvent
     | MessageEvent
     | RestartedEvent
+    | HandoffEvent
     | ExportingEvent
     | CompletedEvent
     | FailedEvent

@@ -108,6 +108,27 @@ class Artifacts(Part):
     hub_url: str | None = Field(None, description="The Hugging Face repo, for hfhub exports.")
 
 
+class AttemptEnding(StrEnum):
+    """Why a task attempt stopped before the job ended."""
+
+    DEADLINE = "deadline"  # it checkpointed and stopped before its task timeout
+    INTERRUPTED = "interrupted"  # SIGTERM (maintenance, a stop): it checkpointed if it could
+    FAILED = "failed"  # it crashed, was killed or timed out; Cloud Run retried the task
+
+
+class AttemptEnd(Part):
+    """How the job's previous attempt ended, and where the next one goes on from."""
+
+    attempt: int = Field(..., ge=0, description="The attempt that ended.")
+    reason: AttemptEnding
+    step: int | None = Field(None, ge=0, description="The last step it reported.")
+    checkpoint_step: int | None = Field(
+        None, ge=0, description="Its last complete checkpoint: where the next attempt resumes."
+    )
+    execution: str | None = Field(None, description="The execution it ran in.")
+    at: datetime | None = None
+
+
 class DatasetStats(Part):
     train_rows: int = Field(0, ge=0)
     eval_rows: int = Field(0, ge=0)
@@ -140,8 +161,25 @@ class JobRecord(BaseModel):
     secret_references: dict[str, str] = Field(
         default_factory=dict, description="Secret Manager versions; never the values."
     )
-    attempt: int = Field(0, ge=0, description="The Cloud Run task attempt now reporting.")
+    attempt: int = Field(
+        0,
+        ge=0,
+        description="The attempt now reporting, counted over every execution of the job "
+        "(a job longer than one task continues in a new execution, attempts numbered on).",
+    )
     execution: str | None = Field(None, description="The Cloud Run execution running the job.")
+    executions: int = Field(0, ge=0, description="How many executions the job has run in.")
+    handoff: AttemptEnd | None = Field(
+        None,
+        description="Set while the job waits for the next execution to continue it: the "
+        "attempt that stopped at its task deadline (or was interrupted) after a checkpoint.",
+    )
+    last_attempt_end: AttemptEnd | None = Field(
+        None, description="Why the previous attempt ended (deadline, interruption, failure)."
+    )
+    resumed_from_step: int | None = Field(
+        None, ge=0, description="The checkpoint step the current attempt resumed from."
+    )
     dispatch_claim: str | None = Field(
         None, description="The dispatch delivery that holds the right to launch the job."
     )

@@ -26,6 +26,8 @@ from tuning.events import (
     ExportingPayload,
     FailedEvent,
     FailedPayload,
+    HandoffEvent,
+    HandoffPayload,
     JobEvent,
     MessageEvent,
     MessagePayload,
@@ -37,7 +39,16 @@ from tuning.events import (
     TrainingEvent,
     TrainingPayload,
 )
-from tuning.jobs import Artifacts, DatasetStats, ErrorType, JobError, Metrics, Progress, utcnow
+from tuning.jobs import (
+    Artifacts,
+    AttemptEnding,
+    DatasetStats,
+    ErrorType,
+    JobError,
+    Metrics,
+    Progress,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +144,19 @@ class EventReporter:
     def restarted(self, resumed_from_step: int, checkpoint: str | None = None) -> JobEvent:
         payload = RestartedPayload(resumed_from_step=resumed_from_step, checkpoint=checkpoint)
         return self.publish(RestartedEvent(**self._common(), payload=payload))
+
+    def handoff(
+        self,
+        reason: AttemptEnding,
+        *,
+        step: int,
+        checkpoint_step: int,
+        checkpoint: str | None = None,
+    ) -> JobEvent:
+        payload = HandoffPayload(
+            reason=reason, step=step, checkpoint_step=checkpoint_step, checkpoint=checkpoint
+        )
+        return self.publish(HandoffEvent(**self._common(), payload=payload))
 
     def exporting(self, formats: list[str]) -> JobEvent:
         payload = ExportingPayload(formats=formats)

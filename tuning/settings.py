@@ -161,6 +161,15 @@ class LauncherSettings(ServiceSettings):
     stalled_after_seconds: int = Field(0, ge=0, validation_alias=env("RECONCILE_STALLED_SECONDS"))
     # The local launcher (LAUNCHER=local) only: what it runs, where it keeps executions,
     # and how often it restarts a failed task (Cloud Run's max_retries lives in Terraform).
+    # Cloud Run's task timeout for the trainer (Terraform's trainer_task_timeout_seconds):
+    # the launcher sets it on each execution and tells the trainer, which checkpoints and
+    # hands the job to a new execution shortly before it (trainer/handoff.py).
+    trainer_task_timeout_seconds: int = Field(
+        3600, ge=1, le=604800, validation_alias=env("TRAINER_TASK_TIMEOUT_SECONDS")
+    )
+    # How many executions one job may run in (each at most one task timeout of training,
+    # plus Cloud Run's retries of failed attempts): bounds a job's total time on a GPU.
+    max_job_executions: int = Field(24, ge=1, le=50, validation_alias=env("TRAINER_MAX_EXECUTIONS"))
     local_trainer_command: str | None = Field(
         None,
         validation_alias=env("LOCAL_TRAINER_COMMAND"),
@@ -177,6 +186,9 @@ class TrainerSettings(ServiceSettings):
         ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", validation_alias=env("JOB_ID")
     )
     attempt: int = Field(0, ge=0, validation_alias=env("CLOUD_RUN_TASK_ATTEMPT"))
+    # Attempts the job made in its earlier executions (the launcher sets it on a
+    # continuation), so that its events number attempts over the whole job.
+    attempt_base: int = Field(0, ge=0, le=900, validation_alias=env("TRAINER_ATTEMPT_BASE"))
     execution: str | None = Field(None, validation_alias=env("CLOUD_RUN_EXECUTION"))
     work_dir: str = Field("/tmp/tuning", validation_alias=env("TRAINER_WORK_DIR"))  # noqa: S108
     # Must equal the Cloud Run job's max_retries: the attempt with this index is the last one,
@@ -190,6 +202,30 @@ class TrainerSettings(ServiceSettings):
     job_check_interval_seconds: float = Field(
         60.0, ge=0, validation_alias=env("TRAINER_JOB_CHECK_SECONDS")
     )
+
+    # The task's timeout as the launcher set it (unset: no deadline, e.g. a manual run).
+    task_timeout_seconds: float | None = Field(
+        None, gt=0, validation_alias=env("TRAINER_TASK_TIMEOUT_SECONDS")
+    )
+    # A checkpoint at least this often (wall clock) while training, whatever save_steps
+    # says, so that an interruption loses at most this much work. 0: only save_steps.
+    checkpoint_interval_seconds: float = Field(
+        600.0, ge=0, validation_alias=env("TRAINER_CHECKPOINT_INTERVAL_SECONDS")
+    )
+    # The least time kept before the task deadline for the last checkpoint and its upload;
+    # the trainer keeps more when its measured checkpoints take longer.
+    deadline_reserve_seconds: float = Field(
+        120.0, ge=0, validation_alias=env("TRAINER_DEADLINE_RESERVE_SECONDS")
+    )
+    # Between SIGTERM and SIGKILL (Cloud Run's container contract: 10 s).
+    stop_grace_seconds: float = Field(
+        10.0, ge=0, validation_alias=env("TRAINER_STOP_GRACE_SECONDS")
+    )
+
+    @property
+    def job_attempt(self) -> int:
+        """This attempt's number over the whole job (what its events carry)."""
+        return self.attempt_base + self.attempt
 
     @property
     def is_last_attempt(self) -> bool:

@@ -11,7 +11,11 @@ stream produces must not depend on delivery order or duplicates:
   status reached, the progress of the highest step, the metrics of the latest
   evaluation), so any arrival order converges to the same record;
 - terminal events carry their final snapshot, so what they leave does not
-  depend on which non-terminal events arrived before them.
+  depend on which non-terminal events arrived before them;
+- a `handoff` (an attempt that checkpointed and stopped before its task deadline, or on
+  SIGTERM) marks the job as waiting for a new execution to continue it; dispatch clears
+  the mark when it records that execution, and the new execution's attempts are numbered
+  on from the job's, so they start afresh like a retried task.
 
 `apply` does not touch `updated_at`: the store stamps the write.
 """
@@ -27,11 +31,13 @@ from tuning.events import (
     EvaluationEvent,
     FailedEvent,
     FinalSnapshot,
+    HandoffEvent,
     JobEvent,
     ProgressEvent,
+    RestartedEvent,
     TrainingEvent,
 )
-from tuning.jobs import JobRecord, JobStatus, Progress
+from tuning.jobs import AttemptEnd, AttemptEnding, JobRecord, JobStatus, Progress
 from tuning.launchers import same_execution
 
 
@@ -45,7 +51,7 @@ def apply(job: JobRecord, event: JobEvent) -> JobRecord:
         return job  # a superseded execution of this job (re-dispatched) has no say
     changes: dict[str, Any] = {}
     if event.attempt > job.attempt:
-        changes.update(_fresh_attempt(event.attempt))
+        changes.update(_fresh_attempt(job, event))
     current = job.model_copy(update=changes)
     changes.update(_changes_for(current, event))
     if not changes:
@@ -54,10 +60,22 @@ def apply(job: JobRecord, event: JobEvent) -> JobRecord:
     return job if updated == job else updated
 
 
-def _fresh_attempt(attempt: int) -> dict[str, Any]:
+def _fresh_attempt(job: JobRecord, event: JobEvent) -> dict[str, Any]:
     """A retried task starts over: what the older attempt reported no longer holds."""
+    ended = job.last_attempt_end
+    if job.executions and (ended is None or ended.attempt != job.attempt):
+        # No handoff was heard from the attempt before: it crashed, was killed or timed out.
+        ended = AttemptEnd(
+            attempt=job.attempt,
+            reason=AttemptEnding.FAILED,
+            step=job.progress.step if job.progress else None,
+            execution=job.execution,
+            at=event.timestamp,
+        )
     return {
-        "attempt": attempt,
+        "attempt": event.attempt,
+        "last_attempt_end": ended,
+        "resumed_from_step": None,
         "status": JobStatus.PREPARING,
         "progress": None,
         "metrics": None,
@@ -89,6 +107,18 @@ def _changes_for(job: JobRecord, event: JobEvent) -> dict[str, Any]:
         case ProgressEvent(payload=progress):
             if job.progress is None or progress.step >= job.progress.step:
                 changes["progress"] = progress
+        case RestartedEvent(payload=payload):
+            changes["resumed_from_step"] = payload.resumed_from_step
+        case HandoffEvent(payload=payload):
+            ended = AttemptEnd(
+                attempt=event.attempt,
+                reason=payload.reason,
+                step=payload.step,
+                checkpoint_step=payload.checkpoint_step,
+                execution=event.execution or job.execution,
+                at=event.timestamp,
+            )
+            changes.update(handoff=ended, last_attempt_end=ended, status_reason=_waiting(ended))
         case EvaluationEvent(payload=payload):
             step = payload.metrics.step or 0
             if job.metrics is None or step >= (job.metrics.step or 0):
@@ -100,6 +130,17 @@ def _changes_for(job: JobRecord, event: JobEvent) -> dict[str, Any]:
         case CancelledEvent(payload=payload):
             changes.update(finished_at=event.timestamp, status_reason=payload.reason)
     return changes
+
+
+def _waiting(ended: AttemptEnd) -> str:
+    why = {
+        AttemptEnding.DEADLINE: "stopped before its task deadline",
+        AttemptEnding.INTERRUPTED: "was interrupted",
+    }.get(ended.reason, "ended")
+    return (
+        f"attempt {ended.attempt} {why} at step {ended.step}; a new execution continues "
+        f"from the checkpoint at step {ended.checkpoint_step}"
+    )
 
 
 def _final(snapshot: FinalSnapshot, event: JobEvent) -> dict[str, Any]:

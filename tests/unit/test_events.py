@@ -23,6 +23,8 @@ from tuning.events import (
     ExportingPayload,
     FailedEvent,
     FailedPayload,
+    HandoffEvent,
+    HandoffPayload,
     JobEvent,
     MessageEvent,
     MessagePayload,
@@ -35,7 +37,16 @@ from tuning.events import (
     TrainingPayload,
     parse_event,
 )
-from tuning.jobs import Artifacts, DatasetStats, ErrorType, JobError, JobStatus, Metrics, Progress
+from tuning.jobs import (
+    Artifacts,
+    AttemptEnding,
+    DatasetStats,
+    ErrorType,
+    JobError,
+    JobStatus,
+    Metrics,
+    Progress,
+)
 
 JOB_ID = "training_ds_gemma-2b_abc"
 WHEN = datetime(2025, 3, 1, 9, 30, 15, 123000, tzinfo=UTC)
@@ -73,6 +84,15 @@ EVENTS: list[JobEvent] = [
     RestartedEvent(
         **COMMON,
         payload=RestartedPayload(resumed_from_step=10, checkpoint="gs://m/checkpoints/j/c-10/"),
+    ),
+    HandoffEvent(
+        **COMMON,
+        payload=HandoffPayload(
+            reason=AttemptEnding.DEADLINE,
+            step=41,
+            checkpoint_step=40,
+            checkpoint="gs://m/checkpoints/j/checkpoint-40/",
+        ),
     ),
     ExportingEvent(**COMMON, payload=ExportingPayload(formats=["adapter", "gguf:q8_0"])),
     CompletedEvent(
@@ -262,3 +282,15 @@ def test_terminal_event_types_reach_terminal_statuses():
     assert reached == {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
     assert STATUS_REACHED[EventType.MESSAGE] is None
     assert set(STATUS_REACHED) == set(EventType)
+
+
+def test_a_handoff_is_never_a_failure():
+    # A failed attempt is Cloud Run's to retry; a handoff starts a new execution.
+    with pytest.raises(InvalidRequestError, match="reason"):
+        parse_event(
+            {
+                **EVENTS[0].model_dump(mode="json", exclude={"type", "payload", "event_id"}),
+                "type": "handoff",
+                "payload": {"reason": "failed", "step": 3, "checkpoint_step": 2},
+            }
+        )

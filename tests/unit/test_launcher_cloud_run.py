@@ -134,7 +134,7 @@ def stamp(seconds: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds)
 
 
-def test_launch_runs_the_configured_job_with_only_the_job_id(cloud_run):
+def test_launch_runs_the_configured_job_with_its_id_and_task_timeout(cloud_run):
     fake, launcher = cloud_run
 
     execution = launcher.launch(job())
@@ -144,10 +144,24 @@ def test_launch_runs_the_configured_job_with_only_the_job_id(cloud_run):
     assert request.name == JOB
     (container,) = request.overrides.container_overrides
     assert [(env.name, env.value) for env in container.env] == [
-        ("JOB_ID", "training_ds1_gemma-3-1b-it_abc")
+        ("JOB_ID", "training_ds1_gemma-3-1b-it_abc"),
+        ("TRAINER_TASK_TIMEOUT_SECONDS", "3600"),
+        ("TRAINER_ATTEMPT_BASE", "0"),
     ]
+    # Cloud Run stops the task at this timeout; the trainer was told the same figure.
+    assert request.overrides.timeout.seconds == 3600
     assert "projects/p/secrets" not in str(request)  # no secret reference, let alone a value
     assert not container.args and not request.overrides.task_count
+
+
+def test_a_continuation_numbers_its_attempts_after_the_jobs(cloud_run):
+    fake, launcher = cloud_run
+    # The job ran in one execution and reached attempt 2 there (a retry, then a handoff).
+    launcher.launch(job().model_copy(update={"executions": 1, "attempt": 2}))
+
+    (request,) = fake.run_requests
+    (container,) = request.overrides.container_overrides
+    assert {env.name: env.value for env in container.env}["TRAINER_ATTEMPT_BASE"] == "3"
 
 
 def test_launch_when_cloud_run_is_unavailable_is_transient(cloud_run):

@@ -29,6 +29,9 @@ if mode == "always-fail":
     sys.exit(5)
 if mode == "hang":
     time.sleep(60)
+if mode == "report-timeout":
+    print("told", os.environ["TRAINER_TASK_TIMEOUT_SECONDS"], os.environ["TRAINER_ATTEMPT_BASE"])
+    time.sleep(60)
 """
 
 
@@ -181,3 +184,26 @@ def test_exit_descriptions():
     assert describe_exit(0, 1) == "attempt 0 exited with code 1"
     assert describe_exit(2, -signal.SIGTERM) == "attempt 2 was killed by SIGTERM"
     assert describe_exit(1, -9) == "attempt 1 was killed by SIGKILL (out of memory?)"
+
+
+def test_an_attempt_past_the_task_timeout_is_stopped_and_retried(tmp_path):
+    launcher = LocalLauncher(
+        tmp_path / "executions",
+        command=[sys.executable, "-c", TASK],
+        max_retries=1,
+        task_timeout_seconds=1.5,
+    )
+    try:
+        started = time.monotonic()
+        execution = launcher.launch(job("report-timeout"))
+        status = finished(launcher, execution, timeout=30)
+    finally:
+        launcher.kill_all()
+
+    # Each attempt got its own timeout (as on Cloud Run), then counted as failed.
+    assert status.state is ExecutionState.FAILED
+    assert status.attempts == 2
+    assert status.message == "attempt 1 timed out after 1.5 s"
+    assert time.monotonic() - started < 20  # stopped by SIGTERM, not after its 60 s sleep
+    log = launcher.log_path(execution).read_text()
+    assert log.count("told 2 0") == 2  # the trainer hears the timeout (rounded up)

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from tuning.events import JobEvent
 from tuning.jobs import (
     Artifacts,
+    AttemptEnd,
     DatasetStats,
     JobError,
     JobRecord,
@@ -133,8 +134,21 @@ class JobDetail(Answer):
     progress: Progress | None = None
     artifacts: Artifacts
     dataset_stats: DatasetStats | None = None
-    attempt: int = Field(..., description="The Cloud Run task attempt now reporting.")
+    attempt: int = Field(
+        ...,
+        description="The attempt now reporting, counted over the job's executions: a job "
+        "longer than one task continues in a new execution from its latest checkpoint.",
+    )
     execution: str | None = Field(None, description="The execution running the job.")
+    executions: int = Field(0, description="How many executions the job has run in.")
+    last_attempt_end: AttemptEnd | None = Field(
+        None,
+        description="Why the previous attempt ended: `deadline` (it checkpointed before the "
+        "task timeout), `interrupted` (SIGTERM) or `failed` (a crash; Cloud Run retried).",
+    )
+    resumed_from_step: int | None = Field(
+        None, description="The checkpoint step the current attempt resumed from."
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord) -> JobDetail:
@@ -165,6 +179,9 @@ class JobDetail(Answer):
             dataset_stats=job.dataset_stats,
             attempt=job.attempt,
             execution=job.execution,
+            executions=job.executions,
+            last_attempt_end=job.last_attempt_end,
+            resumed_from_step=job.resumed_from_step,
         )
 
 

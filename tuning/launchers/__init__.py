@@ -46,6 +46,17 @@ class ExecutionStatus:
     attempts: int = 0
 
 
+def trainer_environment(job: JobRecord, *, task_timeout_seconds: int | None) -> dict[str, str]:
+    """What an execution of the trainer is told beyond its job template: which job, the
+    task timeout it must checkpoint before, and (continuing a job that already ran in an
+    execution) the attempts before it, so that attempts are numbered over the whole job."""
+    environment = {"JOB_ID": job.job_id}
+    if task_timeout_seconds is not None:
+        environment["TRAINER_TASK_TIMEOUT_SECONDS"] = str(task_timeout_seconds)
+    environment["TRAINER_ATTEMPT_BASE"] = str(job.attempt + 1 if job.executions else 0)
+    return environment
+
+
 class Launcher(Protocol):
     def launch(self, job: JobRecord) -> str:
         """Start an execution for the job and return its name, without waiting for it."""

@@ -2,9 +2,10 @@
 
 `run_job` returns a long-running operation whose metadata already names the
 new execution, so `launch` returns without waiting for the training to end.
-The only override is the `JOB_ID` environment variable: the trainer reads
-everything else (config, secret references) itself, so no secret ever sits
-in an execution's definition.
+The overrides are the job's id, its task timeout and the attempt count it goes on
+from (`tuning.launchers.trainer_environment`): the trainer reads everything else
+(config, secret references) itself, so no secret ever sits in an execution's
+definition.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import run_v2
+from google.protobuf import duration_pb2
 
 from tuning.errors import NotFoundError, TuningError
 from tuning.gcp.errors import google_api_errors
 from tuning.jobs import JobRecord
-from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.launchers import ExecutionState, ExecutionStatus, trainer_environment
 
 COMPLETED_CONDITION = "Completed"
 _CANCEL_REASONS = {
@@ -31,14 +33,23 @@ def job_path(project: str, region: str, job_name: str) -> str:
     return f"projects/{project}/locations/{region}/jobs/{job_name}"
 
 
-def run_job_request(job_resource: str, job: JobRecord) -> run_v2.RunJobRequest:
-    """The request that starts one execution for `job`: its id is the only override."""
+def run_job_request(
+    job_resource: str, job: JobRecord, *, task_timeout_seconds: int
+) -> run_v2.RunJobRequest:
+    """The request that starts one execution for `job`: the job's id, its task timeout
+    (the `timeout` override applies to each task attempt:
+    https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs/run), and
+    the same timeout told to the trainer so that it checkpoints before it."""
+    environment = trainer_environment(job, task_timeout_seconds=task_timeout_seconds)
     container = run_v2.RunJobRequest.Overrides.ContainerOverride(
-        env=[run_v2.EnvVar(name="JOB_ID", value=job.job_id)]
+        env=[run_v2.EnvVar(name=name, value=value) for name, value in environment.items()]
     )
     return run_v2.RunJobRequest(
         name=job_resource,
-        overrides=run_v2.RunJobRequest.Overrides(container_overrides=[container]),
+        overrides=run_v2.RunJobRequest.Overrides(
+            container_overrides=[container],
+            timeout=duration_pb2.Duration(seconds=task_timeout_seconds),
+        ),
     )
 
 
@@ -79,10 +90,12 @@ class CloudRunLauncher:
         project: str,
         region: str,
         job_name: str,
+        task_timeout_seconds: int = 3600,
         jobs_client: Any = None,
         executions_client: Any = None,
     ) -> None:
         self.job_resource = job_path(project, region, job_name)
+        self.task_timeout_seconds = task_timeout_seconds
         # Clients are made on first use: creating them costs cold-start time.
         self._jobs_client = jobs_client
         self._executions_client = executions_client
@@ -101,7 +114,9 @@ class CloudRunLauncher:
 
     def launch(self, job: JobRecord) -> str:
         """Start an execution and return its full resource name, without waiting for it."""
-        request = run_job_request(self.job_resource, job)
+        request = run_job_request(
+            self.job_resource, job, task_timeout_seconds=self.task_timeout_seconds
+        )
         with google_api_errors("Cloud Run", self.job_resource):
             operation = self.jobs_client.run_job(request=request)
             execution: run_v2.Execution | None = operation.metadata

@@ -18,9 +18,13 @@ def launcher_from_settings(settings: ServiceSettings) -> Launcher:
             settings.local_launcher_dir,
             command=settings.local_trainer_command,
             max_retries=settings.trainer_max_retries,
+            task_timeout_seconds=settings.trainer_task_timeout_seconds,
         )
     from tuning.launchers.cloud_run import CloudRunLauncher
 
     return CloudRunLauncher(
-        project=settings.project_id, region=settings.region, job_name=settings.trainer_job_name
+        project=settings.project_id,
+        region=settings.region,
+        job_name=settings.trainer_job_name,
+        task_timeout_seconds=settings.trainer_task_timeout_seconds,
     )

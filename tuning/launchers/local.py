@@ -18,12 +18,19 @@ its own session) runs the trainer like a Cloud Run task with `max_retries`: a
 task that exits non-zero or is killed is started again with
 `CLOUD_RUN_TASK_ATTEMPT` incremented. Being detached, an execution outlives the
 server that launched it, as a Cloud Run execution outlives its dispatcher.
+
+The task timeout is enforced like Cloud Run's: it applies to each attempt, and an attempt
+still running at it is stopped (SIGTERM, then SIGKILL after Cloud Run's 10 s grace) and
+counts as failed, to be retried while retries remain
+(https://cloud.google.com/run/docs/configuring/task-timeout: "If the task attempt does not
+complete within this time, it will be stopped").
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -41,7 +48,7 @@ from typing import Any
 
 from tuning.errors import InvalidRequestError, TransientError
 from tuning.jobs import JobRecord
-from tuning.launchers import ExecutionState, ExecutionStatus
+from tuning.launchers import ExecutionState, ExecutionStatus, trainer_environment
 
 DEFAULT_COMMAND = (sys.executable, "-m", "trainer")
 SPEC_FILE = "spec.json"
@@ -53,6 +60,8 @@ NAME_PREFIX = "local/executions/"
 # What a functions-framework server sets for itself; a trainer must not inherit it.
 SERVER_VARIABLES = ("FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "PORT")
 POLL_SECONDS = 0.1
+# Between SIGTERM and SIGKILL, as Cloud Run's container contract gives a task
+# (https://cloud.google.com/run/docs/container-contract#lifecycle).
 STOP_GRACE_SECONDS = 10.0
 SUPERVISOR_START_SECONDS = 15.0
 
@@ -66,6 +75,8 @@ class ExecutionSpec:
     command: list[str]
     max_retries: int
     cwd: str
+    task_timeout_seconds: float | None = None  # per attempt; None: no timeout
+    environment: dict[str, str] = field(default_factory=dict)  # the launch's overrides
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ class LocalLauncher:
         max_retries: int = 3,
         environ: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
+        task_timeout_seconds: float | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
         if isinstance(command, str):
@@ -108,6 +120,7 @@ class LocalLauncher:
         self.max_retries = max_retries
         self.environ = environ
         self.cwd = str(Path(cwd or Path.cwd()).resolve())
+        self.task_timeout_seconds = task_timeout_seconds
 
     def launch(self, job: JobRecord) -> str:
         """Start a supervised execution for the job and return its name once it runs."""
@@ -121,6 +134,13 @@ class LocalLauncher:
             command=self.command,
             max_retries=self.max_retries,
             cwd=self.cwd,
+            task_timeout_seconds=self.task_timeout_seconds,
+            environment=trainer_environment(
+                job,
+                task_timeout_seconds=math.ceil(self.task_timeout_seconds)
+                if self.task_timeout_seconds
+                else None,
+            ),
         )
         _write_json(folder / SPEC_FILE, asdict(spec))
         environ = {
@@ -225,6 +245,7 @@ class Supervisor:
     spec: ExecutionSpec
     record: ExecutionRecord
     stop_requested: bool = field(default=False)
+    timed_out: bool = field(default=False)  # the last attempt was stopped at the timeout
 
     @classmethod
     def start(cls, folder: Path) -> Supervisor:
@@ -263,9 +284,11 @@ class Supervisor:
             _signal_group(process.pid, signal.SIGKILL)  # whatever the task left behind
             if self.cancelled:
                 return self.finish(ExecutionState.CANCELLED, f"attempt {attempt} was cancelled")
-            if code == 0:
+            if code == 0 and not self.timed_out:
                 return self.finish(ExecutionState.SUCCEEDED, f"attempt {attempt} succeeded")
             message = describe_exit(attempt, code)
+            if self.timed_out:
+                message = f"attempt {attempt} timed out after {self.spec.task_timeout_seconds} s"
             self.note(message)
         return self.finish(ExecutionState.FAILED, message)
 
@@ -273,6 +296,7 @@ class Supervisor:
         environ = {
             **os.environ,
             "JOB_ID": self.spec.job_id,
+            **self.spec.environment,
             "CLOUD_RUN_EXECUTION": self.spec.execution,
             "CLOUD_RUN_TASK_ATTEMPT": str(attempt),
             "CLOUD_RUN_TASK_INDEX": "0",
@@ -301,11 +325,20 @@ class Supervisor:
         return process
 
     def wait(self, process: subprocess.Popen[bytes]) -> int:
-        """The task's exit code; stops it (TERM, then KILL after a grace) once cancelled."""
+        """The task's exit code; stops it (TERM, then KILL after a grace) once cancelled or
+        past its timeout."""
         stop_deadline: float | None = None
+        timeout = self.spec.task_timeout_seconds
+        started = time.monotonic()
+        self.timed_out = False
         while (code := process.poll()) is None:
-            if self.cancelled and stop_deadline is None:
-                self.note("cancel requested: stopping the task")
+            past_timeout = timeout is not None and time.monotonic() - started > timeout
+            if past_timeout and stop_deadline is None:
+                self.note(f"the attempt ran past the task timeout ({timeout} s): stopping it")
+                self.timed_out = True
+            if (self.cancelled or past_timeout) and stop_deadline is None:
+                if not past_timeout:
+                    self.note("cancel requested: stopping the task")
                 _signal_group(process.pid, signal.SIGTERM)
                 stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
             if stop_deadline is not None and time.monotonic() > stop_deadline:
