@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
 from tuning.events import JOB_EVENT, JobEvent
 from tuning.gcp.errors import google_api_errors
+from tuning.gcp.permissions import requires
 from tuning.jobs import JobRecord, JobStatus, utcnow
 from tuning.state import apply
 
@@ -167,6 +168,7 @@ class JobStore:
 
     # Records -----------------------------------------------------------------
 
+    @requires("datastore.entities.create", "datastore.entities.get")
     def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
         """Create the record unless it exists; returns (stored record, created?)."""
         reference = self.jobs.document(job.job_id)
@@ -177,17 +179,20 @@ class JobStore:
             except google_errors.Conflict:
                 return self.get(job.job_id), False
 
+    @requires("datastore.entities.get")
     def find(self, job_id: str) -> JobRecord | None:
         with transient_google_errors():
             snapshot = self.jobs.document(job_id).get()
         return JobRecord.from_document(snapshot.to_dict() or {}) if snapshot.exists else None
 
+    @requires("datastore.entities.get")
     def get(self, job_id: str) -> JobRecord:
         job = self.find(job_id)
         if job is None:
             raise NotFoundError(f"job {job_id} not found", field="job_id")
         return job
 
+    @requires("datastore.databases.get", "datastore.entities.get", "datastore.entities.update")
     def update(
         self, job_id: str, change: Callable[[JobRecord], JobRecord | None]
     ) -> Transition | None:
@@ -214,6 +219,12 @@ class JobStore:
         with self._lock_for(job_id), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
 
+    @requires(
+        "datastore.databases.get",
+        "datastore.entities.get",
+        "datastore.entities.create",
+        "datastore.entities.update",
+    )
     def apply_event(
         self, event: JobEvent, *, before_commit: Callable[[Transition], object] | None = None
     ) -> Transition | None:
@@ -246,6 +257,7 @@ class JobStore:
         with self._lock_for(event.job_id), refused_writes(), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
 
+    @requires("datastore.entities.list", "datastore.entities.get")
     def list_jobs(
         self,
         *,
@@ -275,6 +287,7 @@ class JobStore:
             next_token = _encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
         return JobPage(jobs=jobs, next_page_token=next_token)
 
+    @requires("datastore.entities.list")
     def count(self, statuses: Iterable[JobStatus]) -> int:
         """How many jobs are in any of `statuses` (an aggregation, no documents read)."""
         query = self.jobs.where(
@@ -285,6 +298,7 @@ class JobStore:
             result = aggregation.get()
         return int(result[0][0].value)
 
+    @requires("datastore.entities.get", "datastore.entities.list", "datastore.entities.delete")
     def delete(self, job_id: str) -> bool:
         """Delete the record and its history; False when there was nothing to delete."""
         reference = self.jobs.document(job_id)
@@ -308,6 +322,7 @@ class JobStore:
 
     # History -----------------------------------------------------------------
 
+    @requires("datastore.entities.list", "datastore.entities.get")
     def list_events(
         self, job_id: str, *, limit: int = 100, page_token: str | None = None
     ) -> EventPage:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from tuning.errors import ConflictError, NotFoundError, TuningError
 from tuning.gcp.errors import google_api_errors
+from tuning.gcp.permissions import requires
 
 # Resource ids: start with a letter, 3-255 characters, not starting with "goog".
 _RESOURCE_ID = re.compile(r"^(?!goog)[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
@@ -85,6 +86,7 @@ class Publisher:
         self.client = client or pubsub_v1.PublisherClient()
         self.timeout = timeout
 
+    @requires("pubsub.topics.publish")
     def publish(self, topic: str, message: Message, **attributes: str) -> str:
         """Publish `message` with string `attributes` to `topic`; returns the message id."""
         path = topic_path(self.project, topic)

@@ -26,6 +26,7 @@ from google.cloud import secretmanager
 
 from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
 from tuning.gcp.errors import google_api_errors
+from tuning.gcp.permissions import requires
 
 DEFAULT_PREFIX = "tuning-"
 MANAGED_BY = "gemma-tuning"
@@ -123,6 +124,11 @@ def _decode(data: bytes, what: str) -> str:
     return text
 
 
+# Submit and dispatch read the annotations of a secret the operator shared; the operator
+# grants that, on that secret only (docs/deploy.md, "Day two": roles/secretmanager.viewer).
+SHARED_BY_OPERATOR = "granted per shared secret by the operator (docs/deploy.md)"
+
+
 class SecretManagerStore:
     """Secrets in Google Secret Manager, one secret per job and name, labelled with the job."""
 
@@ -139,6 +145,7 @@ class SecretManagerStore:
     def __repr__(self) -> str:
         return f"SecretManagerStore(project={self.project!r}, prefix={self.prefix!r})"
 
+    @requires("secretmanager.secrets.create", "secretmanager.versions.add")
     def put(self, job_id: str, name: str, value: str) -> str:
         """Create the secret if needed and add `value` as a new version."""
         sid = secret_id(self.prefix, job_id, name)
@@ -166,6 +173,7 @@ class SecretManagerStore:
             version = self.client.add_secret_version(request=add)
         return str(version.name)
 
+    @requires("secretmanager.versions.access")
     def get(self, reference: str) -> str:
         """Access the referenced version (the latest when none is given)."""
         project, sid, version = parse_reference(reference)
@@ -183,6 +191,7 @@ class SecretManagerStore:
             raise TransientError(f"{name}: payload checksum mismatch")
         return _decode(data, name)
 
+    @requires("secretmanager.secrets.get", outside_terraform=SHARED_BY_OPERATOR)
     def annotations(self, reference: str) -> dict[str, str]:
         """GetSecret (metadata, needs secretmanager.secrets.get), never AccessSecretVersion."""
         project, sid, _ = parse_reference(reference)
@@ -197,6 +206,7 @@ class SecretManagerStore:
             raise NotFoundError(f"{name} not found or not accessible") from error
         return {str(key): str(value) for key, value in dict(secret.annotations).items()}
 
+    @requires("secretmanager.secrets.list", "secretmanager.secrets.delete")
     def delete_job_secrets(self, job_id: str) -> list[str]:
         """Delete the job's secrets, found by label and checked by id; returns their names."""
         if not JOB_ID.fullmatch(job_id):

@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from tuning.errors import InvalidRequestError, NotFoundError, TransientError, TuningError
 from tuning.gcp.access_boundary import AccessBoundaryError, Operation, StorageBoundary
 from tuning.gcp.errors import google_api_errors
+from tuning.gcp.permissions import requires
 from tuning.layout import GCS_SCHEME, gcs_uri, is_safe_object_name, parse_gcs_uri
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,7 @@ class GcsStore:
         self._check(operation, uri)
         return self.client.bucket(bucket).blob(path)
 
+    @requires("storage.objects.create", "storage.objects.delete")
     def upload_bytes(
         self, uri: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> str:
@@ -289,6 +291,7 @@ class GcsStore:
             blob.upload_from_string(data, content_type=content_type, retry=_WRITE_RETRY)
         return uri
 
+    @requires("storage.objects.create", "storage.objects.delete")
     def upload_json(self, uri: str, obj: Any) -> str:
         """Write `obj` (JSON-able or a pydantic model) as UTF-8 JSON."""
         if isinstance(obj, BaseModel):
@@ -297,12 +300,14 @@ class GcsStore:
             payload = json.dumps(obj, ensure_ascii=False).encode("utf-8")
         return self.upload_bytes(uri, payload, content_type="application/json")
 
+    @requires("storage.objects.get")
     def download_bytes(self, uri: str) -> bytes:
         """The object's bytes; NotFoundError when it does not exist."""
         blob = self._blob(uri, Operation.READ)
         with _api_errors(uri):
             return bytes(blob.download_as_bytes())
 
+    @requires("storage.objects.get")
     def download_json(self, uri: str) -> Any:
         """The object parsed as JSON."""
         data = self.download_bytes(uri)
@@ -311,12 +316,14 @@ class GcsStore:
         except ValueError as error:
             raise TuningError(f"{uri} is not valid JSON") from error
 
+    @requires("storage.objects.get")
     def exists(self, uri: str) -> bool:
         """Whether the object exists."""
         blob = self._blob(uri, Operation.READ)
         with _api_errors(uri):
             return bool(blob.exists())
 
+    @requires("storage.objects.list")
     def list(self, prefix_uri: str) -> builtins.list[str]:
         """URIs of every object whose name starts with the prefix, sorted.
 
@@ -337,6 +344,7 @@ class GcsStore:
             )
         return [gcs_uri(bucket, name) for name in sorted(names) if is_safe_object_name(name)]
 
+    @requires("storage.objects.list")
     def total_size(self, prefix_uri: str) -> int:
         """Bytes stored under the prefix (what downloading it all would write)."""
         bucket, prefix = parse_gcs_uri(prefix_uri)
@@ -344,6 +352,7 @@ class GcsStore:
         with _api_errors(prefix_uri):
             return sum(blob.size or 0 for blob in self.client.list_blobs(bucket, prefix=prefix))
 
+    @requires("storage.objects.create", "storage.objects.delete")
     def upload_dir(self, local_dir: Path | str, prefix_uri: str) -> builtins.list[str]:
         """Upload every regular file under `local_dir` below the prefix; returns the URIs."""
         bucket_name, prefix = _require_prefix(prefix_uri)
@@ -367,6 +376,7 @@ class GcsStore:
             uploaded.append(uri)
         return uploaded
 
+    @requires("storage.objects.list", "storage.objects.get")
     def download_dir(self, prefix_uri: str, local_dir: Path | str) -> builtins.list[Path]:
         """Download every object below the prefix into `local_dir`, keeping relative paths."""
         bucket_name, prefix = _require_prefix(prefix_uri)
@@ -398,6 +408,7 @@ class GcsStore:
             written.append(target)
         return written
 
+    @requires("storage.objects.delete")
     def delete(self, uri: str) -> bool:
         """Delete one object; False when it was already absent."""
         blob = self._blob(uri, Operation.DELETE)
@@ -408,6 +419,7 @@ class GcsStore:
             return False
         return True
 
+    @requires("storage.objects.list", "storage.objects.delete")
     def delete_prefix(self, prefix_uri: str) -> builtins.list[str]:
         """Delete every object below a '/'-terminated prefix; returns the deleted URIs."""
         # The bucket root (gs://b/ has the empty prefix) is refused here too.
@@ -421,6 +433,7 @@ class GcsStore:
                 deleted.append(uri)
         return deleted
 
+    @requires("storage.buckets.get", "storage.buckets.create")
     def create_bucket_if_absent(self, name: str, location: str | None = None) -> None:
         """Create a bucket unless it exists (local stack and tests; Terraform owns real ones)."""
         gcs_uri(name)  # validates the name
@@ -429,6 +442,7 @@ class GcsStore:
         with _api_errors(f"{GCS_SCHEME}{name}"), contextlib.suppress(api_exceptions.Conflict):
             self.client.create_bucket(name, location=location)
 
+    @requires("iam.serviceAccounts.signBlob", "storage.objects.get")
     def signed_url(self, uri: str, expires: datetime.timedelta, method: str = "GET") -> str:
         """A V4 signed URL for the object, valid for `expires` (at most seven days)."""
         method = method.upper()

@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2
 
 from tuning.errors import NotFoundError, TuningError
 from tuning.gcp.errors import google_api_errors
+from tuning.gcp.permissions import requires
 from tuning.jobs import JobRecord
 from tuning.launchers import ExecutionState, ExecutionStatus, trainer_environment
 
@@ -112,6 +113,7 @@ class CloudRunLauncher:
             self._executions_client = run_v2.ExecutionsClient()
         return self._executions_client
 
+    @requires("run.jobs.run", "run.jobs.runWithOverrides", "iam.serviceAccounts.actAs")
     def launch(self, job: JobRecord) -> str:
         """Start an execution and return its full resource name, without waiting for it."""
         request = run_job_request(
@@ -124,6 +126,7 @@ class CloudRunLauncher:
             raise TuningError(f"Cloud Run started {self.job_resource} but named no execution")
         return str(execution.name)
 
+    @requires("run.executions.get")
     def status(self, execution: str) -> ExecutionStatus:
         try:
             with google_api_errors("Cloud Run", execution):
@@ -132,6 +135,7 @@ class CloudRunLauncher:
             return ExecutionStatus(state=ExecutionState.NOT_FOUND, message="no such execution")
         return execution_status(resource)
 
+    @requires("run.executions.cancel")
     def cancel(self, execution: str) -> None:
         """Ask Cloud Run to cancel; an execution that is gone or already over is left alone."""
         try:
