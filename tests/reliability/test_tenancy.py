@@ -191,7 +191,9 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
             if error.get("field") != field:
                 attempts.leaks.append(f"submit naming {change}: field {error.get('field')}")
             published.append(
-                stack.publisher.publish(stack.settings.requests_topic, body, owner=BOB)
+                stack.publisher.publish(
+                    stack.settings.requests_topic, _by_reference(body), owner=BOB
+                )
             )
     # A published reference to Alice's waiting job, by a publisher acting for Bob.
     reference = {"kind": "job_reference", "job_id": alices_waiting.job_id}
@@ -247,6 +249,15 @@ def _jobs_of(stack: Stack, caller: str, ledger: Ledger) -> list[str]:
     ledger.add("requests sent")
     ledger.add("jobs created", len(ids))
     return ids
+
+
+def _by_reference(body: dict[str, Any]) -> dict[str, Any]:
+    """The request as a publisher may send it: without secret values, which dispatch refuses
+    on the bus (a failed job of their own, not the refusal for what the request names)."""
+    published = _merged(body, {"hf_token": None})
+    if "api_key" in (published["training_config"].get("wandb_config") or {}):
+        published = _merged(published, {"training_config": {"wandb_config": None}})
+    return published
 
 
 def _merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
