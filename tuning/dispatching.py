@@ -232,7 +232,7 @@ def _value_at(payload: Any, path: str) -> Any:
 
 def _publish_a_reference(field: str, reference: str) -> str:
     return (
-        f"a request published on training-requests may not carry a secret's value "
+        "a request published on training-requests may not carry a secret's value "
         "(Pub/Sub keeps messages, and dead-lettered ones for days). Store the value in "
         "Secret Manager, have an operator share the secret with the job's owner by "
         f'annotating it {USABLE_BY_ANNOTATION}="OWNER" (the owner attribute you publish, or '
