@@ -78,6 +78,11 @@ locals {
     RECONCILE_STALLED_SECONDS = tostring(var.reconcile_stalled_seconds)
     # gs:// base models submit and dispatch accept besides <models bucket>/base_models/.
     ALLOWED_BASE_MODEL_LOCATIONS = join(",", var.allowed_base_model_locations)
+    # Dispatch and reconcile start executions with the job's task timeout and tell the
+    # trainer its deadline; it must equal the trainer job's own timeout (trainer.tf).
+    TRAINER_TASK_TIMEOUT_SECONDS = tostring(var.trainer_task_timeout_seconds)
+    # How many executions one job may span before dispatch refuses another.
+    TRAINER_MAX_EXECUTIONS = tostring(var.trainer_max_executions)
   }
 
   function_source_dir = startswith(var.function_source_dir, "/") ? var.function_source_dir : "${path.module}/${var.function_source_dir}"

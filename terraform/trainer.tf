@@ -25,7 +25,9 @@ locals {
     # Must equal the job's max_retries: on the last attempt the trainer reports a system
     # failure itself instead of exiting for a retry that will never come.
     TRAINER_MAX_RETRIES = tostring(var.trainer_max_retries)
-    LOG_FORMAT          = "json"
+    # The task's deadline, for an execution started without dispatch's override of it.
+    TRAINER_TASK_TIMEOUT_SECONDS = tostring(var.trainer_task_timeout_seconds)
+    LOG_FORMAT                   = "json"
   }
 }
 

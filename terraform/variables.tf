@@ -340,13 +340,40 @@ variable "trainer_gpu_zonal_redundancy" {
   default     = false
 }
 
+# Cloud Run's task-timeout page: "For tasks using GPUs, the maximum available timeout is 1
+# hour", and 12 hours under the preview "Long running GPU jobs" (a BETA launch stage). It also
+# warns that GPU tasks are not live-migrated: maintenance terminates them, so a multi-hour task
+# "should be expected to be interrupted at least once". The trainer checkpoints and hands the
+# job to a new execution before its deadline, so a long job spans several tasks either way.
+# https://cloud.google.com/run/docs/configuring/task-timeout
+locals {
+  gpu_task_timeout_max_seconds = {
+    GA   = 3600
+    BETA = 43200
+  }
+}
+
 variable "trainer_task_timeout_seconds" {
-  description = "Wall-clock limit of one trainer task attempt (fine-tuning, evaluation and export together)."
+  description = "Wall-clock limit of one trainer task attempt (Cloud Run's task timeout). A GPU task may run at most 3600 s (1 hour) at launch stage GA, 43200 s (12 hours) with trainer_launch_stage = BETA (preview). The trainer checkpoints before the deadline and the job continues in a new execution (up to trainer_max_executions of them)."
   type        = number
-  default     = 21600
+  default     = 3600
   validation {
-    condition     = var.trainer_task_timeout_seconds >= 600 && var.trainer_task_timeout_seconds <= 604800
-    error_message = "trainer_task_timeout_seconds must be between 600 (10 minutes) and 604800 (7 days)."
+    condition = (
+      var.trainer_task_timeout_seconds >= 600
+      && floor(var.trainer_task_timeout_seconds) == var.trainer_task_timeout_seconds
+      && var.trainer_task_timeout_seconds <= lookup(local.gpu_task_timeout_max_seconds, var.trainer_launch_stage, 3600)
+    )
+    error_message = "trainer_task_timeout_seconds must be a whole number of seconds from 600 up to ${lookup(local.gpu_task_timeout_max_seconds, var.trainer_launch_stage, 3600)}: Cloud Run allows a GPU task at most 3600 s (1 hour) at launch stage GA and 43200 s (12 hours) at BETA (preview \"Long running GPU jobs\"); trainer_launch_stage is ${var.trainer_launch_stage}."
+  }
+}
+
+variable "trainer_max_executions" {
+  description = "How many trainer executions one job may run in (TRAINER_MAX_EXECUTIONS): each trains for at most trainer_task_timeout_seconds, so this bounds a job's total time on a GPU (24 one-hour executions by default). A job that would need more fails as a user error naming the bound."
+  type        = number
+  default     = 24
+  validation {
+    condition     = var.trainer_max_executions >= 1 && var.trainer_max_executions <= 50 && floor(var.trainer_max_executions) == var.trainer_max_executions
+    error_message = "trainer_max_executions must be a whole number between 1 and 50 (tuning/settings.py accepts the same)."
   }
 }
 
@@ -361,7 +388,7 @@ variable "trainer_max_retries" {
 }
 
 variable "trainer_launch_stage" {
-  description = "Launch stage of the trainer job: GA, or BETA in a region where GPU jobs are still in preview."
+  description = "Launch stage of the trainer job: GA, or BETA for what Cloud Run offers only in preview (GPU task timeouts above 1 hour, the nvidia-rtx-pro-6000 GPU, regions where GPU jobs are still in preview)."
   type        = string
   default     = "GA"
   validation {

@@ -37,7 +37,7 @@ run "design" {
   }
   assert {
     condition = (
-      google_cloud_run_v2_job.trainer.template[0].template[0].timeout == "21600s"
+      google_cloud_run_v2_job.trainer.template[0].template[0].timeout == "3600s"
       && google_cloud_run_v2_job.trainer.template[0].template[0].max_retries == 2
       && google_cloud_run_v2_job.trainer.template[0].task_count == 1
     )
@@ -209,10 +209,19 @@ run "design" {
           "TRAINING_REQUESTS_TOPIC", "JOB_EVENTS_TOPIC", "JOB_NOTIFICATIONS_TOPIC", "JOBS_COLLECTION",
           "SECRET_BACKEND", "SECRET_PREFIX", "OWNER_SCOPING", "SIGNED_URL_TTL_SECONDS", "LAUNCHER",
           "TRAINER_JOB_NAME", "MAX_CONCURRENT_JOBS", "RECONCILE_STALE_SECONDS", "LOG_FORMAT",
+          "TRAINER_MAX_EXECUTIONS",
         ] : contains(keys(function.service_config[0].environment_variables), name)
       ])
     ])
     error_message = "Every function needs the full environment tuning/settings.py reads."
+  }
+  assert {
+    condition = alltrue([
+      for name in ["dispatch", "reconcile"] :
+      "${google_cloudfunctions2_function.functions[name].service_config[0].environment_variables["TRAINER_TASK_TIMEOUT_SECONDS"]}s"
+      == google_cloud_run_v2_job.trainer.template[0].template[0].timeout
+    ])
+    error_message = "Dispatch and reconcile start executions with the trainer job's own task timeout (TRAINER_TASK_TIMEOUT_SECONDS)."
   }
   assert {
     condition = alltrue([
@@ -333,4 +342,37 @@ run "refuses_a_gpu_without_enough_memory" {
     trainer_gpu = { memory = "8Gi" }
   }
   expect_failures = [var.trainer_gpu]
+}
+
+# --- Cloud Run's GPU task timeout follows the launch stage ---------------------------------
+# https://cloud.google.com/run/docs/configuring/task-timeout: 1 hour for GPU tasks at GA,
+# 12 hours in the preview "Long running GPU jobs".
+
+run "refuses_a_gpu_task_over_one_hour_at_ga" {
+  command = plan
+  variables {
+    trainer_task_timeout_seconds = 3601
+  }
+  expect_failures = [var.trainer_task_timeout_seconds]
+}
+
+run "allows_twelve_hours_in_preview" {
+  command = plan
+  variables {
+    trainer_launch_stage         = "BETA"
+    trainer_task_timeout_seconds = 43200
+  }
+  assert {
+    condition     = google_cloud_run_v2_job.trainer.template[0].template[0].timeout == "43200s" && google_cloud_run_v2_job.trainer.launch_stage == "BETA"
+    error_message = "At launch stage BETA a GPU task may run 12 hours."
+  }
+}
+
+run "refuses_a_gpu_task_over_twelve_hours_in_preview" {
+  command = plan
+  variables {
+    trainer_launch_stage         = "BETA"
+    trainer_task_timeout_seconds = 43201
+  }
+  expect_failures = [var.trainer_task_timeout_seconds]
 }

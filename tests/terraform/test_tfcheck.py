@@ -54,7 +54,8 @@ def test_the_configuration_passes_every_check(tfcheck_python: Path, terraform_co
 
 
 def test_a_misspelled_attribute_fails_validate(tfcheck_python: Path, terraform_copy: Path) -> None:
-    plant(terraform_copy, "pubsub.tf", "ack_deadline_seconds =", "ack_deadline_second =")
+    # At the start of a line: the argument of a subscription, not a local named like it.
+    plant(terraform_copy, "pubsub.tf", "\n  ack_deadline_seconds =", "\n  ack_deadline_second =")
 
     code, output = run_tfcheck(tfcheck_python, terraform_copy, "test", "plan")
 
