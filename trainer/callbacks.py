@@ -13,6 +13,7 @@ step plus the figures of the latest evaluation, so that the job record never los
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -146,6 +147,50 @@ class LifecycleEventsCallback(TrainerCallback):
             self.last_evaluation = evaluation
             evaluation = self.snapshot(state.global_step, evaluation)
         self.reporter.evaluation(evaluation)
+
+
+class LossLedgerCallback(TrainerCallback):
+    """Keeps the sum of every step's training loss in each checkpoint (`loss-ledger.json`),
+    so that a job resumed from it, in a retried attempt or a new execution, reports the
+    mean loss of the whole run: the Trainer's own `training_loss` covers only the steps of
+    its own `train()` call. Goes before the upload callback, so the file is uploaded too.
+
+    Reads the Trainer's running sums (`_total_loss_scalar`, `_tr_loss`, transformers 5):
+    `attach` is called with the Trainer before training.
+    """
+
+    FILE = "loss-ledger.json"
+
+    def __init__(self, resume_from: Path | None) -> None:
+        self.trainer: Any = None
+        self.prior_sum: float | None = 0.0  # None: resumed from a checkpoint without a ledger
+        if resume_from is not None:
+            ledger = resume_from / self.FILE
+            self.prior_sum = (
+                float(json.loads(ledger.read_text())["loss_sum"]) if ledger.is_file() else None
+            )
+
+    def attach(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def run_sum(self) -> float:
+        """The losses summed over this `train()` call's steps so far."""
+        return float(self.trainer._total_loss_scalar) + float(self.trainer._tr_loss.item())
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer is None or self.prior_sum is None:
+            return
+        directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if directory.is_dir():
+            total = self.prior_sum + self.run_sum()
+            data = {"step": state.global_step, "loss_sum": total}
+            (directory / self.FILE).write_text(json.dumps(data))
+
+    def whole_run_loss(self, run_loss: float, *, steps_this_run: int, global_step: int) -> float:
+        """The mean loss over every step of the job, from this call's mean over its steps."""
+        if self.prior_sum is None or global_step <= 0:
+            return run_loss  # an older checkpoint kept no sum: this call's mean is all we have
+        return (self.prior_sum + run_loss * steps_this_run) / global_step
 
 
 class CheckpointUploadCallback(TrainerCallback):

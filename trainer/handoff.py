@@ -28,11 +28,12 @@ transformers; this one must not, since the entry point imports it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tuning.jobs import AttemptEnding
@@ -83,10 +84,17 @@ class StopSignal:
     def requested(self) -> bool:
         return self.requested_at is not None
 
-    def install(self) -> None:
-        """Handle SIGTERM in this process (only the main thread may set handlers)."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """Handle SIGTERM in this process meanwhile (only the main thread may set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.requested_at is None:

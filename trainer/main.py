@@ -43,8 +43,21 @@ def main(
     hub_uploader: HubUploader | None = None,
 ) -> int:
     """Run the job from the environment and return the process exit code."""
-    stop = StopSignal()
-    stop.install()  # first: a SIGTERM during imports is then an `Interrupted`, not a death
+    with StopSignal().installed() as stop:  # a SIGTERM from here on is handled, not a death
+        try:
+            return _run(stop, settings=settings, services=services, hub_uploader=hub_uploader)
+        except Interrupted:
+            logger.warning("stopped by SIGTERM before the job started")
+            return EXIT_RETRY
+
+
+def _run(
+    stop: StopSignal,
+    *,
+    settings: TrainerSettings | None,
+    services: Services | None,
+    hub_uploader: HubUploader | None,
+) -> int:
     setup_logging("trainer")
     _quiet_libraries()
     try:

@@ -130,6 +130,7 @@ def run_training_job(
             HandoffCallback,
             JobWatchCallback,
             LifecycleEventsCallback,
+            LossLedgerCallback,
         )
 
         uploads = CheckpointUploadCallback(checkpoints, staging_dir=work_dir / "checkpoint-uploads")
@@ -143,6 +144,7 @@ def run_training_job(
                 or config.eval_config.compute_eval_metrics,
                 metrics_plan=recipe.metrics,
             ),
+            LossLedgerCallback(resume_from),  # before `uploads`: its file is uploaded too
             uploads,
             JobWatchCallback(active, interval_seconds=settings.job_check_interval_seconds),
             HandoffCallback(  # after `uploads`: it ends the attempt once the upload started

@@ -68,6 +68,9 @@ def train_and_measure(
 
     # With tqdm off the Trainer prints every log dict to stdout; progress goes out as events.
     trainer.remove_callback(PrinterCallback)
+    ledger = _loss_ledger(trainer)
+    if ledger is not None:
+        ledger.attach(trainer)
     try:
         result = trainer.train(
             resume_from_checkpoint=str(run.resume_from) if run.resume_from else None
@@ -80,6 +83,13 @@ def train_and_measure(
             "the accelerator ran out of memory: lower batch_size or max_seq_length, or use QLoRA"
         ) from None
     eval_config = run.config.eval_config
+    training_loss = result.training_loss
+    if ledger is not None:
+        training_loss = ledger.whole_run_loss(
+            training_loss,
+            steps_this_run=trainer.state.global_step - trainer._initial_global_step,
+            global_step=trainer.state.global_step,
+        )
     return TrainingOutcome(
         trainer=trainer,
         model=trainer.model,
@@ -87,12 +97,19 @@ def train_and_measure(
         metrics=final_metrics(
             trainer.state.log_history,
             step=trainer.state.global_step,
-            training_loss=result.training_loss,
+            training_loss=training_loss,
             train_runtime=result.metrics.get("train_runtime"),
             plan=plan,
             with_accuracy=eval_config is None or eval_config.compute_eval_metrics,
         ),
     )
+
+
+def _loss_ledger(trainer: Any) -> Any:
+    from trainer.callbacks import LossLedgerCallback
+
+    found = [c for c in trainer.callback_handler.callbacks if isinstance(c, LossLedgerCallback)]
+    return found[0] if found else None
 
 
 def _last_evaluated_step(trainer: Any) -> int | None:

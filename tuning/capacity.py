@@ -132,6 +132,8 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
     if job.execution and not continuing:
         return Decision(Claim(ClaimOutcome.DISPATCHED, job))
     claimed_at = job.dispatch_claimed_at
+    if continuing and job.handoff and job.handoff.at and claimed_at and claimed_at < job.handoff.at:
+        claimed_at = None  # the claim that started the execution now handing off
     if job.dispatch_claim and claimed_at and attempt.now - claimed_at < attempt.claim_timeout:
         return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
     if continuing and attempt.max_executions and job.executions >= attempt.max_executions:

@@ -7,6 +7,9 @@ transaction together with a GPU slot (`tuning.capacity`), launched, and the
 execution recorded on the job if the claim still holds:
 
 - duplicate deliveries: only one claim wins; the others acknowledge;
+- a job that handed off from its execution (its attempt stopped before the task deadline,
+  or was interrupted, after a checkpoint) is continued in a new execution, keeping its
+  slot, up to `TRAINER_MAX_EXECUTIONS` executions;
 - at capacity: the job stays `queued` with a visible reason, and
   `CapacityError` makes Pub/Sub redeliver with backoff;
 - a job cancelled or deleted between claim and launch gets its new execution
@@ -34,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from tuning.capacity import ClaimOutcome, GpuSlots
+from tuning.capacity import ClaimOutcome, GpuSlots, is_continuation
 from tuning.errors import (
     CapacityError,
     ConflictError,
@@ -282,6 +285,8 @@ def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
                 f"job {job_id} waits: its owner already runs "
                 f"{settings.max_concurrent_jobs_per_owner} jobs"
             )
+        if claim.outcome is ClaimOutcome.EXHAUSTED and claim.job is not None:
+            return refuse_another_execution(claim.job, settings, services)
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.job is None:
             logger.info("job %s not launched: %s", job_id, claim.outcome.value)
             return DispatchResult(_OUTCOME_OF_CLAIM[claim.outcome], job_id)
@@ -294,6 +299,31 @@ _OUTCOME_OF_CLAIM = {
     ClaimOutcome.NOT_QUEUED: DispatchOutcome.NOT_QUEUED,
     ClaimOutcome.MISSING: DispatchOutcome.UNKNOWN_JOB,
 }
+TOO_LONG = "job_too_long"
+
+
+def refuse_another_execution(
+    job: JobRecord, settings: LauncherSettings, services: Services
+) -> DispatchResult:
+    """Fail a job that handed off from its last allowed execution (a user error: it asked
+    for more training than the deployment gives one job)."""
+    step = job.handoff.checkpoint_step if job.handoff else None
+    total = job.progress.total_steps if job.progress else None
+    message = (
+        f"the job trained in {job.executions} executions of at most "
+        f"{settings.trainer_task_timeout_seconds} s each (TRAINER_MAX_EXECUTIONS="
+        f"{settings.max_job_executions}) and reached step {step} of {total}: lower "
+        "hyperparameters.max_steps or epochs, or ask the operator for a larger bound"
+    )
+    EventReporter(
+        services.publisher,
+        services.settings.events_topic,
+        job_id=job.job_id,
+        attempt=job.attempt,
+        execution=job.execution,
+        source="dispatch",
+    ).failed(message, error_type=ErrorType.USER, code=TOO_LONG)
+    return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
 
 
 def _launch_claimed(
@@ -322,11 +352,21 @@ def record_execution(
     now = utcnow()
 
     def record(job: JobRecord) -> JobRecord | None:
-        if job.dispatch_claim != claim_id or job.status.is_terminal or job.execution:
+        if job.dispatch_claim != claim_id or job.status.is_terminal:
+            return None
+        if job.execution and not is_continuation(job):
             return None
         reason = STARTED if job.status is JobStatus.QUEUED else job.status_reason
         return job.model_copy(
-            update={"execution": execution, "dispatched_at": now, "status_reason": reason}
+            update={
+                "execution": execution,
+                "executions": job.executions + 1,
+                "handoff": None,  # the job continues here
+                "dispatch_claim": None,  # served: a later continuation claims afresh
+                "dispatch_claimed_at": None,
+                "dispatched_at": now,
+                "status_reason": reason,
+            }
         )
 
     transition = services.jobs.update(job_id, record)

@@ -141,6 +141,7 @@ class ScratchStack:
             command=settings.local_trainer_command,
             max_retries=settings.trainer_max_retries,
             environ=environ,
+            task_timeout_seconds=settings.trainer_task_timeout_seconds,
         )
         # The stack's own secret store (this process's environment names none, or another).
         secrets = LocalSecretStore(
