@@ -13,6 +13,8 @@ For every job that is not terminal and has not been heard from for
 - queued without an execution (claimed by a dispatcher that died, or its
   message dead-lettered while waiting for a slot): re-publish its
   `JobReference`; dispatch takes over a claim older than the threshold.
+- handed off (its attempt checkpointed before the task deadline) but not continued in a
+  new execution within the threshold: re-publish its `JobReference`, as for a queued job;
 - active without a recorded execution (the dispatcher died after launching):
   nothing can be asked, so a job silent that long is failed.
 
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from tuning.capacity import is_continuation
 from tuning.dispatching import launcher_settings
 from tuning.errors import TransientError, TuningError
 from tuning.events import MessageEvent, MessagePayload
@@ -131,6 +134,13 @@ def reconcile_job(
     stalled: timedelta | None = None,
 ) -> Action | None:
     """What one job needs, done; None when it is fine as it is."""
+    if is_continuation(job):
+        # Handed off, and its next execution not started since: the continuation request
+        # was lost or ran out of deliveries. Asking again is safe (dispatch claims once).
+        waiting_since = max(filter(None, (job.requeued_at, job.last_event_at, job.updated_at)))
+        if now - waiting_since < stale:
+            return None
+        return requeue(job, services=services, now=now)
     if job.execution:
         last_heard = job.last_event_at or job.dispatched_at or job.updated_at
         if now - last_heard < stale:
@@ -199,7 +209,8 @@ def requeue(job: JobRecord, *, services: Services, now: datetime) -> Action:
     )
 
     def stamp(current: JobRecord) -> JobRecord | None:
-        if current.status is not JobStatus.QUEUED or current.execution:
+        waiting = current.status is JobStatus.QUEUED and not current.execution
+        if not (waiting or is_continuation(current)):
             return None
         return current.model_copy(update={"requeued_at": now})
 

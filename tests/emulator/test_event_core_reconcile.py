@@ -9,7 +9,7 @@ import pytest
 
 from tests.emulator.event_core_fixtures import Core, make_job, start_core
 from tuning.events import JobEvent, parse_event
-from tuning.jobs import JobStatus, utcnow
+from tuning.jobs import AttemptEnd, AttemptEnding, JobStatus, utcnow
 from tuning.launchers import ExecutionState, ExecutionStatus
 from tuning.reconciliation import Action, reconcile_jobs
 from tuning.spec import JobReference
@@ -179,3 +179,42 @@ def test_without_a_stall_threshold_a_silent_running_execution_is_left_alone(core
 
     assert report.jobs(Action.RUNNING) == ["slow"]
     assert core.launcher.cancelled == []
+
+
+def test_a_handoff_never_continued_is_requeued_not_failed(core):
+    # The trainer handed off and its execution ended well; the continuation request was lost.
+    long_ago = utcnow() - timedelta(seconds=STALE * 3)
+    core.launcher.statuses["local-00000000000f"] = ExecutionStatus(
+        state=ExecutionState.SUCCEEDED, message="attempt 0 succeeded", finished_at=long_ago
+    )
+    handoff = AttemptEnd(
+        attempt=0,
+        reason=AttemptEnding.DEADLINE,
+        step=41,
+        checkpoint_step=40,
+        execution="local-00000000000f",
+        at=long_ago,
+    )
+    core.services.jobs.create(
+        make_job(
+            "handed-off",
+            created_at=long_ago,
+            status=JobStatus.TRAINING,
+            execution="local-00000000000f",
+            executions=1,
+            dispatched_at=long_ago,
+            last_event_at=long_ago,
+            handoff=handoff,
+        )
+    )
+
+    first = reconcile_jobs(services=core.services)
+    again = reconcile_jobs(services=core.services)
+
+    assert first.jobs(Action.REQUEUED) == ["handed-off"]
+    assert first.jobs(Action.FAILED) == []
+    assert again.jobs(Action.REQUEUED) == []  # it waits a full threshold before asking again
+    (data,) = core.pulled(core.requests_subscription, 1)
+    assert JobReference.model_validate_json(data).job_id == "handed-off"
+    job = core.services.jobs.get("handed-off")
+    assert job.status is JobStatus.TRAINING and job.handoff == handoff

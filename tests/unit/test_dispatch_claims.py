@@ -9,6 +9,7 @@ import pytest
 
 from tuning.capacity import (
     CLAIMED_REASON,
+    CONTINUING_REASON,
     OWNERLESS,
     ClaimAttempt,
     ClaimOutcome,
@@ -17,7 +18,7 @@ from tuning.capacity import (
     owner_waiting_reason,
     waiting_reason,
 )
-from tuning.jobs import JobRecord, JobStatus
+from tuning.jobs import AttemptEnd, AttemptEnding, JobRecord, JobStatus
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=1)
@@ -153,3 +154,53 @@ def test_ownerless_jobs_share_one_owner_allowance():
     assert owned.slots == held(
         {"job-b": EARLIER, "job-a": NOW}, {"job-b": OWNERLESS, "job-a": "ann"}
     )
+
+
+def handed_off(**fields: Any) -> JobRecord:
+    """A job whose attempt checkpointed at its task deadline, waiting for its next execution."""
+    ended = AttemptEnd(
+        attempt=0, reason=AttemptEnding.DEADLINE, step=9, checkpoint_step=9, execution="x1", at=NOW
+    )
+    values: dict[str, Any] = {
+        "owner": "ann",
+        "status": JobStatus.TRAINING,
+        "execution": "projects/p/locations/r/jobs/t/executions/x1",
+        "executions": 1,
+        "handoff": ended,
+        # The claim that started its first execution, made before the handoff.
+        "dispatch_claim": "claim-1",
+        "dispatch_claimed_at": NOW - timedelta(seconds=10),
+    }
+    return job(**{**values, **fields})
+
+
+def test_a_continuation_keeps_its_slot_even_when_every_slot_is_taken():
+    full = held({"job-a": EARLIER, "job-b": EARLIER}, {"job-a": "ann", "job-b": "bob"})
+
+    decision = decide_claim(attempt(limit=2, owner_limit=1), handed_off(), full)
+
+    assert decision.claim.outcome is ClaimOutcome.CLAIMED
+    assert decision.job_changes is not None
+    assert decision.job_changes["status_reason"] == CONTINUING_REASON
+    assert decision.slots is not None and set(decision.slots.holders) == {"job-a", "job-b"}
+
+
+def test_a_continuation_being_dispatched_is_not_claimed_twice():
+    claimed = handed_off(dispatch_claim="claim-3", dispatch_claimed_at=RECENTLY + timedelta(5))
+
+    assert decide_claim(attempt(), claimed, held({})).claim.outcome is ClaimOutcome.IN_PROGRESS
+
+
+def test_a_job_past_its_last_execution_is_not_continued():
+    at_bound = ClaimAttempt(**{**vars(attempt()), "max_executions": 1})
+
+    decision = decide_claim(at_bound, handed_off(), held({"job-a": EARLIER}))
+
+    assert decision.claim.outcome is ClaimOutcome.EXHAUSTED
+    assert not decision.writes
+
+
+def test_a_running_job_without_a_handoff_is_not_dispatched_again():
+    running = handed_off(handoff=None)
+
+    assert decide_claim(attempt(), running, held({})).claim.outcome is ClaimOutcome.NOT_QUEUED
