@@ -57,7 +57,14 @@ locals {
   }
 
   # Firestore has no IAM below the project; Secret Manager checks create and list on the
-  # project. job_secrets_only adds the name-prefix condition (main.tf).
+  # project. job_secrets_only adds the name-prefix condition, function_sources_only the
+  # condition on Cloud Functions' source bucket (main.tf).
+  #
+  # The builder is the custom build service account of the functions: Cloud Run functions'
+  # build-account guide asks for Logs Writer, Artifact Registry Writer and read access to the
+  # function source (https://cloud.google.com/run/docs/configuring/services/build-service-account;
+  # it names Storage Object Admin, whose writes this build does not need: images go to
+  # Artifact Registry, build_config.docker_repository).
   project_grants = [
     { account = "submit", role = "roles/datastore.user", why = "creates job records and reads them back for idempotent retries" },
     { account = "submit", role = "custom:secretCreator", why = "creates the secret of a token sent with a request; creation is checked on the project, where a name condition cannot apply, and the role holds nothing else" },
@@ -76,6 +83,7 @@ locals {
     { account = "trainer", role = "roles/datastore.viewer", why = "checks that its job still exists and was not cancelled" },
     { account = "trainer", role = "roles/secretmanager.secretAccessor", job_secrets_only = true, why = "reads its job's Hugging Face and W&B tokens; a user's own secret needs its own grant (docs/deploy.md)" },
     { account = "builder", role = "roles/logging.logWriter", why = "Cloud Build writes the function build logs" },
+    { account = "builder", role = "roles/storage.objectViewer", function_sources_only = true, why = "the build fetches each function's source from the gcf-v2-sources bucket Cloud Functions copies it to (main.tf), and from no other bucket" },
   ]
 
   bucket_grants = [
@@ -97,6 +105,7 @@ locals {
       { account = "dispatch", topic = "notifications", role = "roles/pubsub.publisher", why = "announces a published request it rejected (recorded as a failed job)" },
       { account = "delete", topic = "notifications", role = "roles/pubsub.publisher", why = "announces cancelled jobs" },
       { account = "on-job-event", topic = "notifications", role = "roles/pubsub.publisher", why = "re-publishes terminal transitions (completed, failed, cancelled)" },
+      { account = "on-job-event", topic = "requests", role = "roles/pubsub.publisher", why = "asks dispatch to continue a job that handed off from its execution before the task deadline" },
       { account = "reconcile", topic = "requests", role = "roles/pubsub.publisher", why = "re-queues queued jobs whose request was lost" },
       { account = "reconcile", topic = "events", role = "roles/pubsub.publisher", why = "reports executions that ended without a final event" },
       { account = "trainer", topic = "events", role = "roles/pubsub.publisher", why = "publishes lifecycle events: progress, metrics, completion, failure" },
@@ -151,7 +160,10 @@ resource "google_project_iam_member" "grants" {
   role     = startswith(each.value.role, "custom:") ? google_project_iam_custom_role.roles[trimprefix(each.value.role, "custom:")].id : each.value.role
 
   dynamic "condition" {
-    for_each = try(each.value.job_secrets_only, false) ? [local.job_secret_condition] : []
+    for_each = (
+      try(each.value.job_secrets_only, false) ? [local.job_secret_condition] :
+      try(each.value.function_sources_only, false) ? [local.function_sources_condition] : []
+    )
     content {
       title       = condition.value.title
       description = condition.value.description

@@ -199,6 +199,27 @@ run "design" {
     error_message = "Only the push invoker may call dispatch, only the scheduler reconcile, only API callers the API."
   }
 
+  # --- Functions: built by the builder account, which can read what it builds ------------
+
+  assert {
+    condition = alltrue([
+      for function in google_cloudfunctions2_function.functions :
+      function.build_config[0].service_account == google_service_account.accounts["builder"].id
+    ])
+    error_message = "Every function must be built as the builder account (build_config.service_account)."
+  }
+  assert {
+    # Cloud Functions gen2 builds from its own copy in gcf-v2-sources-<project number>-<region>
+    # (hashicorp/terraform-provider-google#20571: "Access to bucket gcf-v2-sources-... denied").
+    condition = anytrue([
+      for grant in google_project_iam_member.grants :
+      grant.member == "serviceAccount:${google_service_account.accounts["builder"].email}"
+      && grant.role == "roles/storage.objectViewer"
+      && try(grant.condition[0].expression, "") == "resource.name == \"projects/_/buckets/gcf-v2-sources-123456789012-us-central1\" || resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-123456789012-us-central1/objects/\")"
+    ])
+    error_message = "The function builder must be able to read the function sources: Storage Object Viewer conditioned on the gcf-v2-sources-<project number>-<region> bucket only."
+  }
+
   # --- Functions: environment from settings.py, content-hashed sources --------------------
 
   assert {

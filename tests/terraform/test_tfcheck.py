@@ -179,3 +179,17 @@ def test_an_unformatted_file_fails_fmt(tfcheck_python: Path, terraform_copy: Pat
     assert code != 0
     assert step_status(output, "fmt") == "FAILED"
     assert said(output, "scheduler.tf")
+
+
+def test_a_builder_that_cannot_read_function_sources_fails(
+    tfcheck_python: Path, terraform_copy: Path
+) -> None:
+    # The first deployment's builds would fail fetching gcf-v2-sources-<number>-<region>/...
+    grant = '{ account = "builder", role = "roles/storage.objectViewer", function_sources_only'
+    plant(terraform_copy, "iam.tf", f"    {grant}", f"    # {grant}")
+
+    code, output = run_tfcheck(tfcheck_python, terraform_copy, "plan")
+
+    assert code != 0
+    assert step_status(output, "test") == "FAILED"
+    assert said(output, "The function builder must be able to read the function sources")
