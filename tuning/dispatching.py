@@ -72,7 +72,7 @@ from tuning.spec import (
     describe_validation_error,
     parse_train_request,
 )
-from tuning.submission import job_id_for, submit_job
+from tuning.submission import job_id_for, record_published_job
 from tuning.tenancy import EVERY_CALLER, USABLE_BY_ANNOTATION
 
 logger = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def queue_request(
         model = request.training_config.base_model_id
         suffix = stable_suffix("pubsub", message_id)
         job_id = new_job_id(request.processed_dataset_id, model, suffix=suffix)
-    return submit_job(request, services=services, owner=owner, job_id=job_id, publish=False).job
+    return record_published_job(request, services=services, owner=owner, job_id=job_id).job
 
 
 def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:

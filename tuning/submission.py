@@ -1,7 +1,8 @@
 """Turning a validated `TrainRequest` into a queued job, all or nothing.
 
 Used by the submit function (which then publishes a `JobReference`) and by
-dispatch for full requests that other services publish. The order matters:
+dispatch for full requests that other services publish (`record_published_job`: their
+secrets are references only, so dispatch never writes or deletes a secret). The order matters:
 what the request names is checked first (`tuning.tenancy`: base model locations, secrets
 shared with the owner), then secrets (only references leave this module), the redacted config,
 then the Firestore record, then the message. If any step fails, the steps
@@ -11,6 +12,7 @@ before it are undone, so a failed submit leaves no record, config or secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuning.errors import ConflictError, TransientError, TuningError
@@ -48,7 +50,8 @@ def submit_job(
     job_id: str | None = None,
     publish: bool = True,
 ) -> Submitted:
-    """Queue the job: secrets, config, record and (when `publish`) the request message.
+    """Queue an HTTP request's job: secrets, config, record and (when `publish`) the
+    request message.
 
     First, what the request names must be the owner's to use (InvalidRequestError, 422):
     checked before anything is written, and outside the try below, which would turn the
@@ -61,26 +64,70 @@ def submit_job(
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
     try:
         references = store_secrets(request, job_id=job_id, services=services)
-        config_uri = services.settings.layout.config_uri(job_id)
-        services.storage.upload_json(config_uri, request.redacted(references))
-        record = new_job_record(
-            request,
-            job_id=job_id,
-            owner=owner,
-            config_uri=config_uri,
-            secret_references=references,
-        )
-        stored, created = services.jobs.create(record)
-        if not created:  # a concurrent submit with the same key got there first
-            return Submitted(job=_same_request(stored, request, owner=owner), created=False)
-        if publish:
-            services.publisher.publish(
-                services.settings.requests_topic, JobReference(job_id=job_id), job_id=job_id
-            )
+        return _record_job(request, job_id, owner, references, services=services, publish=publish)
     except TuningError as error:
         remove_job_data(job_id, services=services)
         raise TransientError(f"could not queue job {job_id}: {error.message}") from error
+
+
+def record_published_job(
+    request: TrainRequest, *, services: Services, owner: str | None, job_id: str
+) -> Submitted:
+    """Record the job of a request published on `training-requests`, which names its
+    secrets by reference only (dispatch refuses a value before this): config and record,
+    no secret written, so none to remove, and no message (dispatch launches it itself)."""
+    wandb = request.training_config.wandb_config
+    if request.hf_token is not None or (wandb is not None and wandb.api_key is not None):
+        raise ValueError("a published request must name its secrets by reference")
+    check_request(request, owner=owner, settings=services.settings, secrets=services.secrets)
+    existing = services.jobs.find(job_id)
+    if existing is not None:
+        return Submitted(job=_same_request(existing, request, owner=owner), created=False)
+    references = referenced_secrets(request)
+    try:
+        return _record_job(request, job_id, owner, references, services=services, publish=False)
+    except TuningError as error:
+        remove_job_files(job_id, services=services)
+        raise TransientError(f"could not queue job {job_id}: {error.message}") from error
+
+
+def _record_job(
+    request: TrainRequest,
+    job_id: str,
+    owner: str | None,
+    references: dict[str, str],
+    *,
+    services: Services,
+    publish: bool,
+) -> Submitted:
+    config_uri = services.settings.layout.config_uri(job_id)
+    services.storage.upload_json(config_uri, request.redacted(references))
+    record = new_job_record(
+        request,
+        job_id=job_id,
+        owner=owner,
+        config_uri=config_uri,
+        secret_references=references,
+    )
+    stored, created = services.jobs.create(record)
+    if not created:  # a concurrent submit with the same key got there first
+        return Submitted(job=_same_request(stored, request, owner=owner), created=False)
+    if publish:
+        services.publisher.publish(
+            services.settings.requests_topic, JobReference(job_id=job_id), job_id=job_id
+        )
     return Submitted(job=stored, created=True)
+
+
+def referenced_secrets(request: TrainRequest) -> dict[str, str]:
+    """The secrets the request names by reference: name -> Secret Manager version."""
+    references: dict[str, str] = {}
+    if request.hf_token_secret is not None:
+        references[HF_TOKEN] = request.hf_token_secret
+    wandb = request.training_config.wandb_config
+    if wandb is not None and wandb.api_key_secret is not None:
+        references[WANDB_API_KEY] = wandb.api_key_secret
+    return references
 
 
 def store_secrets(request: TrainRequest, *, job_id: str, services: Services) -> dict[str, str]:
@@ -106,24 +153,31 @@ def remove_job_data(job_id: str, *, services: Services) -> list[str]:
     Every step runs even when an earlier one fails; the first failure is raised
     at the end so a retry can finish the work.
     """
+    return _remove(
+        job_id,
+        [lambda: services.secrets.delete_job_secrets(job_id), *_file_steps(job_id, services)],
+    )
+
+
+def remove_job_files(job_id: str, *, services: Services) -> list[str]:
+    """Delete the job's record and config (a published job, which has no managed secret)."""
+    return _remove(job_id, _file_steps(job_id, services))
+
+
+def _file_steps(job_id: str, services: Services) -> list[Callable[[], list[str]]]:
+    config_uri = services.settings.layout.config_uri(job_id)
+    return [
+        lambda: [config_uri] if services.storage.delete(config_uri) else [],
+        lambda: [f"jobs/{job_id}"] if services.jobs.delete(job_id) else [],
+    ]
+
+
+def _remove(job_id: str, steps: list[Callable[[], list[str]]]) -> list[str]:
     removed: list[str] = []
     failures: list[TuningError] = []
-    config_uri = services.settings.layout.config_uri(job_id)
-
-    def delete_secrets() -> None:
-        removed.extend(services.secrets.delete_job_secrets(job_id))
-
-    def delete_config() -> None:
-        if services.storage.delete(config_uri):
-            removed.append(config_uri)
-
-    def delete_record() -> None:
-        if services.jobs.delete(job_id):
-            removed.append(f"jobs/{job_id}")
-
-    for step in (delete_secrets, delete_config, delete_record):
+    for step in steps:
         try:
-            step()
+            removed.extend(step())
         except TuningError as error:
             logger.warning("clean-up of job %s incomplete: %s", job_id, error.message)
             failures.append(error)

@@ -67,19 +67,7 @@ PREDEFINED_ROLES: dict[str, frozenset[str]] = {
 }
 # Gaps this contract found that a terraform change must close (the test fails when one is
 # closed and its entry is left here, so the list cannot go stale):
-AWAITED_GRANTS: set[tuple[str, str]] = {
-    # Issue 14, defect 3: reconcile cancels hung executions (stop_stalled) but holds only
-    # roles/run.viewer; the executionCanceller grant is being added to iam.tf in parallel.
-    ("reconcile", "run.executions.cancel"),
-    # Found by this test: dispatch stores the tokens of full published requests
-    # (tuning.submission.submit_job) and, when queuing fails, rolls them back with
-    # remove_job_data -> delete_job_secrets, which lists and deletes secrets; dispatch holds
-    # neither (submit has custom:secretLister and custom:secretDeleter, job_secrets_only).
-    # Closed by the same grants for dispatch, or by keeping raw tokens off the bus (issue
-    # 14, defect 5), after which dispatch never stores or removes a secret.
-    ("dispatch", "secretmanager.secrets.list"),
-    ("dispatch", "secretmanager.secrets.delete"),
-}
+AWAITED_GRANTS: set[tuple[str, str]] = set()
 
 
 def grants_by_account() -> dict[str, list[str]]:
