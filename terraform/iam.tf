@@ -118,7 +118,7 @@ locals {
     { account = "dispatch", role = "roles/run.jobsExecutorWithOverrides", why = "starts one execution per job with the JOB_ID override" },
     { account = "dispatch", role = "custom:executionCanceller", why = "cancels an execution it started for a job deleted or cancelled meanwhile" },
     { account = "delete", role = "custom:executionCanceller", why = "cancels the running execution of a cancelled or deleted job" },
-    { account = "reconcile", role = "roles/run.viewer", why = "reads whether a job's execution is still running, and how it ended" },
+    { account = "reconcile", role = "custom:executionCanceller", why = "reads whether a job's execution is still running and how it ended, and cancels one that hangs (reconcile_stalled_seconds)" },
   ]
 
   service_account_grants = [

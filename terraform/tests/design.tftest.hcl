@@ -199,6 +199,21 @@ run "design" {
     error_message = "Only the push invoker may call dispatch, only the scheduler reconcile, only API callers the API."
   }
 
+  assert {
+    # tuning/reconciliation.py cancels a stalled execution (Cloud Run executions.cancel needs
+    # run.executions.cancel, https://cloud.google.com/run/docs/reference/iam/permissions).
+    condition = alltrue([
+      for account in ["dispatch", "delete", "reconcile"] : anytrue([
+        for grant in google_cloud_run_v2_job_iam_member.grants :
+        grant.member == "serviceAccount:${google_service_account.accounts[account].email}"
+        && contains(flatten([
+          for role in google_project_iam_custom_role.roles : role.permissions if role.id == grant.role
+        ]), "run.executions.cancel")
+      ])
+    ])
+    error_message = "dispatch, delete and reconcile cancel trainer executions: each needs run.executions.cancel on the trainer job."
+  }
+
   # --- Functions: built by the builder account, which can read what it builds ------------
 
   assert {

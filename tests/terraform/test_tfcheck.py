@@ -193,3 +193,21 @@ def test_a_builder_that_cannot_read_function_sources_fails(
     assert code != 0
     assert step_status(output, "test") == "FAILED"
     assert said(output, "The function builder must be able to read the function sources")
+
+
+def test_a_reconcile_account_that_cannot_cancel_fails(
+    tfcheck_python: Path, terraform_copy: Path
+) -> None:
+    # Back to read-only: stop_stalled's cancel would be refused on every pass.
+    plant(
+        terraform_copy,
+        "iam.tf",
+        '{ account = "reconcile", role = "custom:executionCanceller",',
+        '{ account = "reconcile", role = "roles/run.viewer",',
+    )
+
+    code, output = run_tfcheck(tfcheck_python, terraform_copy, "plan")
+
+    assert code != 0
+    assert step_status(output, "test") == "FAILED"
+    assert said(output, "each needs run.executions.cancel on the trainer job.")
