@@ -29,6 +29,10 @@ NOT_FOR_THE_TRAINER = {
     "TRAINER_WORK_DIR",  # the default (/tmp/tuning) suits Cloud Run
     "TRAINER_PROGRESS_INTERVAL_SECONDS",  # the default suits every deployment
     "TRAINER_JOB_CHECK_SECONDS",  # likewise (60 s)
+    "TRAINER_ATTEMPT_BASE",  # dispatch overrides it for each execution of a long job
+    "TRAINER_STOP_GRACE_SECONDS",  # Cloud Run's SIGTERM-to-SIGKILL grace, the default (10 s)
+    "TRAINER_CHECKPOINT_INTERVAL_SECONDS",  # the default (600 s) suits every GPU tier
+    "TRAINER_DEADLINE_RESERVE_SECONDS",  # a floor; the trainer measures what it needs
 }
 
 
