@@ -315,14 +315,7 @@ def refuse_another_execution(
         f"{settings.max_job_executions}) and reached step {step} of {total}: lower "
         "hyperparameters.max_steps or epochs, or ask the operator for a larger bound"
     )
-    EventReporter(
-        services.publisher,
-        services.settings.events_topic,
-        job_id=job.job_id,
-        attempt=job.attempt,
-        execution=job.execution,
-        source="dispatch",
-    ).failed(message, error_type=ErrorType.USER, code=TOO_LONG)
+    report_failure(job, message, services, error_type=ErrorType.USER, code=TOO_LONG)
     return DispatchResult(DispatchOutcome.REJECTED, job.job_id)
 
 
@@ -379,8 +372,15 @@ def record_execution(
     return DispatchResult(DispatchOutcome.LAUNCHED, job_id, execution)
 
 
-def report_failure(job: JobRecord, message: str, services: Services) -> None:
-    """Publish a `failed` event (system error) for the job, as the trainer would."""
+def report_failure(
+    job: JobRecord,
+    message: str,
+    services: Services,
+    *,
+    error_type: ErrorType = ErrorType.SYSTEM,
+    code: str = "launch_failed",
+) -> None:
+    """Publish a `failed` event for the job's current attempt, as the trainer would."""
     reporter = EventReporter(
         services.publisher,
         services.settings.events_topic,
@@ -389,7 +389,7 @@ def report_failure(job: JobRecord, message: str, services: Services) -> None:
         execution=job.execution,
         source="dispatch",
     )
-    reporter.failed(message, error_type=ErrorType.SYSTEM, code="launch_failed")
+    reporter.failed(message, error_type=error_type, code=code)
 
 
 def reject_message(
