@@ -179,6 +179,7 @@ class FinalSnapshot(Payload):
     metrics: Metrics | None = None
     wandb_url: str | None = None
     dataset_stats: DatasetStats | None = None
+    resumed_from_step: int | None = Field(None, ge=0, description="Where the attempt resumed.")
 
 
 class CompletedPayload(FinalSnapshot):

@@ -84,6 +84,7 @@ class EventReporter:
         self.metrics: Metrics | None = None
         self.wandb_url: str | None = None
         self.dataset_stats: DatasetStats | None = None
+        self.resumed_from_step: int | None = None
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -142,6 +143,7 @@ class EventReporter:
         return self.publish(MessageEvent(**self._common(), payload=payload))
 
     def restarted(self, resumed_from_step: int, checkpoint: str | None = None) -> JobEvent:
+        self.resumed_from_step = resumed_from_step
         payload = RestartedPayload(resumed_from_step=resumed_from_step, checkpoint=checkpoint)
         return self.publish(RestartedEvent(**self._common(), payload=payload))
 
@@ -182,4 +184,5 @@ class EventReporter:
             "metrics": self.metrics,
             "wandb_url": self.wandb_url,
             "dataset_stats": self.dataset_stats,
+            "resumed_from_step": self.resumed_from_step,
         }

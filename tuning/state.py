@@ -63,15 +63,13 @@ def apply(job: JobRecord, event: JobEvent) -> JobRecord:
 def _fresh_attempt(job: JobRecord, event: JobEvent) -> dict[str, Any]:
     """A retried task starts over: what the older attempt reported no longer holds."""
     ended = job.last_attempt_end
-    if job.executions and (ended is None or ended.attempt != job.attempt):
+    previous = event.attempt - 1
+    if job.executions and (ended is None or ended.attempt != previous):
         # No handoff was heard from the attempt before: it crashed, was killed or timed out.
-        ended = AttemptEnd(
-            attempt=job.attempt,
-            reason=AttemptEnding.FAILED,
-            step=job.progress.step if job.progress else None,
-            execution=job.execution,
-            at=event.timestamp,
-        )
+        # Only what every delivery order agrees on: not its last step (that depends on
+        # which of its events came before the new attempt's first), nor the attempt the
+        # record showed (a shuffled delivery may skip one).
+        ended = AttemptEnd(attempt=previous, reason=AttemptEnding.FAILED, execution=job.execution)
     return {
         "attempt": event.attempt,
         "last_attempt_end": ended,
@@ -153,4 +151,6 @@ def _final(snapshot: FinalSnapshot, event: JobEvent) -> dict[str, Any]:
         changes["wandb_url"] = snapshot.wandb_url
     if snapshot.dataset_stats is not None:
         changes["dataset_stats"] = snapshot.dataset_stats
+    if snapshot.resumed_from_step is not None:
+        changes["resumed_from_step"] = snapshot.resumed_from_step
     return changes

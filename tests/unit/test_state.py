@@ -32,6 +32,7 @@ from tuning.events import (
     PreparingEvent,
     ProgressEvent,
     RestartedEvent,
+    RestartedPayload,
     TrainingEvent,
     TrainingPayload,
 )
@@ -483,6 +484,9 @@ def event_histories(draw: Any) -> list[JobEvent]:
         last = index == len(attempts) - 1
         trainer = ModelTrainer(attempt, clock, st.integers(1, 120), draw)
         trainer.emit(PreparingEvent)
+        resumed = draw(st.integers(0, 50)) if index else None
+        if resumed is not None:  # a retried attempt says where it resumed from
+            trainer.emit(RestartedEvent, payload=RestartedPayload(resumed_from_step=resumed))
         if draw(st.booleans()):
             trainer.emit(MessageEvent, payload=MessagePayload(text="loading dataset"))
         total = draw(st.integers(1, 500))
@@ -521,6 +525,7 @@ def event_histories(draw: Any) -> list[JobEvent]:
             "metrics": final_metrics,
             "wandb_url": wandb_url,
             "dataset_stats": stats,
+            "resumed_from_step": resumed,
         }
         if ending == "completed":
             artifacts = Artifacts(
@@ -551,7 +556,7 @@ def test_any_delivery_order_with_duplicates_gives_the_in_order_record(
     delivery: tuple[list[JobEvent], list[JobEvent]],
 ):
     history, shuffled = delivery
-    job = queued_job(execution="exec-1")
+    job = queued_job(execution="exec-1", executions=1)
 
     expected = apply_all(job, history)
     actual = apply_all(job, shuffled)
@@ -567,7 +572,7 @@ def test_in_order_history_ends_in_the_last_attempt_with_its_outcome(
     history, _ = delivery
     last = history[-1]
 
-    job = apply_all(queued_job(execution="exec-1"), history)
+    job = apply_all(queued_job(execution="exec-1", executions=1), history)
 
     assert job.attempt == last.attempt
     assert job.last_event_at == last.timestamp
@@ -590,7 +595,7 @@ def test_applying_an_event_twice_equals_applying_it_once(
     _, shuffled = delivery
     cut = data.draw(st.integers(0, len(shuffled)))
     event = data.draw(st.sampled_from(shuffled))
-    job = apply_all(queued_job(execution="exec-1"), shuffled[:cut])
+    job = apply_all(queued_job(execution="exec-1", executions=1), shuffled[:cut])
 
     once = apply(job, event)
     twice = apply(once, event)
@@ -605,7 +610,7 @@ def test_status_and_progress_only_move_forward_within_an_attempt(
     delivery: tuple[list[JobEvent], list[JobEvent]],
 ):
     _, shuffled = delivery
-    job = queued_job(execution="exec-1")
+    job = queued_job(execution="exec-1", executions=1)
 
     for event in shuffled:
         after = apply(job, event)
