@@ -16,8 +16,11 @@ locals {
     { pubsub-service-agent = local.pubsub_service_agent },
   )
 
-  # Narrow permission sets where no predefined role is narrow enough.
+  # Narrow permission sets where no predefined role is narrow enough. Every permission is
+  # one Google lists and custom roles support (https://cloud.google.com/iam/docs/custom-roles-permissions-support);
+  # tests/terraform/test_custom_roles.py holds each one's source and fails on any other name.
   custom_roles = {
+    # https://cloud.google.com/secret-manager/docs/access-control
     secretCreator = {
       title       = "Job secret creator"
       description = "Create secrets (not read them, not add to existing ones)."
@@ -33,6 +36,7 @@ locals {
       description = "Delete secrets; granted only with the job-secret name condition."
       permissions = ["secretmanager.secrets.delete"]
     }
+    # https://cloud.google.com/storage/docs/access-control/iam-permissions
     objectCleaner = {
       title       = "Job object cleaner"
       description = "List, read and delete objects (never create them)."
@@ -49,6 +53,8 @@ locals {
       description = "Sign blobs as the account it is granted on (V4 signed URLs); no tokens."
       permissions = ["iam.serviceAccounts.signBlob"]
     }
+    # https://cloud.google.com/run/docs/reference/iam/permissions ("run.executions.cancel:
+    # Cancel job executions"; before 2024-09-16 run.jobs.run cancelled them)
     executionCanceller = {
       title       = "Trainer execution canceller"
       description = "Read and cancel executions of a Cloud Run job (no run, update or delete)."

@@ -311,8 +311,21 @@ variable "trainer_image" {
   default     = null
 }
 
+# The GPUs Cloud Run jobs offer, the least CPU and memory each must be paired with, and the
+# launch stage it needs (preview features need BETA), from "Supported GPU types" on
+# https://cloud.google.com/run/docs/configuring/jobs/gpu: an L4 needs "a minimum of 4 CPU
+# and 16 GiB of memory"; the NVIDIA RTX PRO 6000 Blackwell is in Preview and needs "a
+# minimum of 20 CPU and 80 GiB of memory". tools/tfcheck's CKV_TUNING_3 holds the same
+# figures and checks the planned job against them.
+locals {
+  cloud_run_gpu_types = {
+    "nvidia-l4"           = { min_cpu = 4, min_memory_gib = 16, launch_stage = "GA" }
+    "nvidia-rtx-pro-6000" = { min_cpu = 20, min_memory_gib = 80, launch_stage = "BETA" }
+  }
+}
+
 variable "trainer_gpu" {
-  description = "GPU of the trainer: its Cloud Run accelerator type and the CPU and memory to pair with it (nvidia-l4 needs at least 4 CPU and 16Gi; 8 CPU and 32Gi is the sizing for fine-tuning)."
+  description = "GPU of the trainer: its Cloud Run accelerator type and the CPU and memory to pair with it. nvidia-l4 needs at least 4 CPU and 16Gi (8 CPU and 32Gi is the sizing for fine-tuning); nvidia-rtx-pro-6000 (preview: trainer_launch_stage = BETA) at least 20 CPU and 80Gi."
   type = object({
     type   = optional(string, "nvidia-l4")
     cpu    = optional(string, "8")
@@ -321,16 +334,31 @@ variable "trainer_gpu" {
   default  = {}
   nullable = false
   validation {
-    condition     = can(regex("^nvidia-[a-z0-9-]+$", var.trainer_gpu.type))
-    error_message = "trainer_gpu.type must be a Cloud Run accelerator such as nvidia-l4 or nvidia-rtx-pro-6000."
+    condition     = contains(keys(local.cloud_run_gpu_types), var.trainer_gpu.type)
+    error_message = "trainer_gpu.type must be a Cloud Run GPU: ${join(" or ", keys(local.cloud_run_gpu_types))}."
+  }
+  # The rules below judge only a known type (an unknown one is reported by the rule above):
+  # try() falls back to "passes" exactly when the type is not in the table.
+  validation {
+    condition = try(
+      can(regex("^[0-9]+$", var.trainer_gpu.cpu)) && tonumber(var.trainer_gpu.cpu) >= local.cloud_run_gpu_types[var.trainer_gpu.type].min_cpu,
+      !contains(keys(local.cloud_run_gpu_types), var.trainer_gpu.type)
+    )
+    error_message = "trainer_gpu.cpu must be a whole CPU count of at least ${try(local.cloud_run_gpu_types[var.trainer_gpu.type].min_cpu, 4)}: Cloud Run's minimum with one ${var.trainer_gpu.type}."
   }
   validation {
-    condition     = try(tonumber(var.trainer_gpu.cpu) >= 4, false)
-    error_message = "trainer_gpu.cpu must be a whole CPU count of at least 4 (Cloud Run's minimum with a GPU)."
+    condition = try(
+      can(regex("^[0-9]+Gi$", var.trainer_gpu.memory)) && tonumber(trimsuffix(var.trainer_gpu.memory, "Gi")) >= local.cloud_run_gpu_types[var.trainer_gpu.type].min_memory_gib,
+      !contains(keys(local.cloud_run_gpu_types), var.trainer_gpu.type)
+    )
+    error_message = "trainer_gpu.memory must be written in Gi and be at least ${try(local.cloud_run_gpu_types[var.trainer_gpu.type].min_memory_gib, 16)}Gi: Cloud Run's minimum with one ${var.trainer_gpu.type}."
   }
   validation {
-    condition     = can(regex("^[0-9]+Gi$", var.trainer_gpu.memory)) && try(tonumber(trimsuffix(var.trainer_gpu.memory, "Gi")) >= 16, false)
-    error_message = "trainer_gpu.memory must be written in Gi and be at least 16Gi (Cloud Run's minimum with a GPU)."
+    condition = try(
+      local.cloud_run_gpu_types[var.trainer_gpu.type].launch_stage == "GA" || var.trainer_launch_stage == "BETA",
+      true
+    )
+    error_message = "trainer_gpu.type ${var.trainer_gpu.type} is in preview on Cloud Run: set trainer_launch_stage = \"BETA\"."
   }
 }
 

@@ -329,7 +329,8 @@ run "design" {
 run "another_gpu_follows_the_variable" {
   command = plan
   variables {
-    trainer_gpu = { type = "nvidia-rtx-pro-6000", cpu = "20", memory = "80Gi" }
+    trainer_gpu          = { type = "nvidia-rtx-pro-6000", cpu = "20", memory = "80Gi" }
+    trainer_launch_stage = "BETA"
   }
   assert {
     condition     = google_cloud_run_v2_job.trainer.template[0].template[0].node_selector[0].accelerator == "nvidia-rtx-pro-6000"
@@ -411,4 +412,50 @@ run "refuses_a_gpu_task_over_twelve_hours_in_preview" {
     trainer_task_timeout_seconds = 43201
   }
   expect_failures = [var.trainer_task_timeout_seconds]
+}
+
+# --- CPU and memory per GPU type, and the launch stage a type needs ------------------------
+# https://cloud.google.com/run/docs/configuring/jobs/gpu: L4 at least 4 CPU and 16 GiB; RTX PRO
+# 6000 Blackwell (preview) at least 20 CPU and 80 GiB.
+
+run "refuses_an_l4_with_too_few_cpus" {
+  command = plan
+  variables {
+    trainer_gpu = { type = "nvidia-l4", cpu = "2", memory = "16Gi" }
+  }
+  expect_failures = [var.trainer_gpu]
+}
+
+run "refuses_an_rtx_pro_6000_sized_for_an_l4" {
+  command = plan
+  variables {
+    trainer_gpu          = { type = "nvidia-rtx-pro-6000", cpu = "8", memory = "32Gi" }
+    trainer_launch_stage = "BETA"
+  }
+  expect_failures = [var.trainer_gpu]
+}
+
+run "refuses_an_rtx_pro_6000_with_too_little_memory" {
+  command = plan
+  variables {
+    trainer_gpu          = { type = "nvidia-rtx-pro-6000", cpu = "20", memory = "64Gi" }
+    trainer_launch_stage = "BETA"
+  }
+  expect_failures = [var.trainer_gpu]
+}
+
+run "refuses_a_preview_gpu_at_ga" {
+  command = plan
+  variables {
+    trainer_gpu = { type = "nvidia-rtx-pro-6000", cpu = "20", memory = "80Gi" }
+  }
+  expect_failures = [var.trainer_gpu]
+}
+
+run "refuses_a_gpu_cloud_run_does_not_offer" {
+  command = plan
+  variables {
+    trainer_gpu = { type = "nvidia-h100", cpu = "8", memory = "32Gi" }
+  }
+  expect_failures = [var.trainer_gpu]
 }

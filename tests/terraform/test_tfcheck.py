@@ -10,6 +10,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.terraform.conftest import REPO
 
 TFCHECK = REPO / "tools" / "tfcheck" / "tfcheck.py"
@@ -211,3 +213,64 @@ def test_a_reconcile_account_that_cannot_cancel_fails(
     assert code != 0
     assert step_status(output, "test") == "FAILED"
     assert said(output, "each needs run.executions.cancel on the trainer job.")
+
+
+@pytest.mark.parametrize(
+    ("planted", "replacement"),
+    [
+        # A job that does not take its sizing from the (validated) variable.
+        (
+            "            cpu              = var.trainer_gpu.cpu",
+            '            cpu              = "2"',
+        ),
+        (
+            "            memory           = var.trainer_gpu.memory",
+            '            memory           = "8Gi"',
+        ),
+    ],
+    ids=["too-few-cpus", "too-little-memory"],
+)
+def test_a_gpu_job_below_its_gpus_minimum_fails_checkov(
+    tfcheck_python: Path, terraform_copy: Path, planted: str, replacement: str
+) -> None:
+    plant(terraform_copy, "trainer.tf", planted, replacement)
+
+    code, output = run_tfcheck(tfcheck_python, terraform_copy, "test")
+
+    assert code != 0
+    assert step_status(output, "checkov") == "FAILED"
+    assert re.search(
+        r"CKV_TUNING_3.*\n.*FAILED for resource: google_cloud_run_v2_job\.trainer", output
+    )
+
+
+def test_a_preview_gpu_outside_the_beta_launch_stage_fails_checkov(
+    tfcheck_python: Path, terraform_copy: Path
+) -> None:
+    # The RTX PRO 6000 is in preview: a job asking for it at GA is refused by Cloud Run.
+    plant(
+        terraform_copy,
+        "trainer.tf",
+        "accelerator = var.trainer_gpu.type",
+        'accelerator = "nvidia-rtx-pro-6000"',
+    )
+    plant(
+        terraform_copy,
+        "trainer.tf",
+        "cpu              = var.trainer_gpu.cpu",
+        'cpu              = "20"',
+    )
+    plant(
+        terraform_copy,
+        "trainer.tf",
+        "memory           = var.trainer_gpu.memory",
+        'memory           = "80Gi"',
+    )
+
+    code, output = run_tfcheck(tfcheck_python, terraform_copy, "test")
+
+    assert code != 0
+    assert step_status(output, "checkov") == "FAILED"
+    assert re.search(
+        r"CKV_TUNING_3.*\n.*FAILED for resource: google_cloud_run_v2_job\.trainer", output
+    )
