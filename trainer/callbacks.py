@@ -173,16 +173,25 @@ class LossLedgerCallback(TrainerCallback):
     def attach(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def run_sum(self) -> float:
-        """The losses summed over this `train()` call's steps so far."""
-        return float(self.trainer._total_loss_scalar) + float(self.trainer._tr_loss.item())
+    def run_sum(self) -> float | None:
+        """The losses summed over this `train()` call's steps so far (None: this Trainer
+        keeps no such sums, and the ledger stays off rather than guess)."""
+        total = getattr(self.trainer, "_total_loss_scalar", None)
+        pending = getattr(self.trainer, "_tr_loss", None)
+        if total is None or pending is None:
+            return None
+        return float(total) + float(pending.item() if hasattr(pending, "item") else pending)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer is None or self.prior_sum is None:
             return
+        run_sum = self.run_sum()
+        if run_sum is None:
+            self.prior_sum = None
+            return
         directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if directory.is_dir():
-            total = self.prior_sum + self.run_sum()
+            total = self.prior_sum + run_sum
             data = {"step": state.global_step, "loss_sum": total}
             (directory / self.FILE).write_text(json.dumps(data))
 

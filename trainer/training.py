@@ -87,7 +87,7 @@ def train_and_measure(
     if ledger is not None:
         training_loss = ledger.whole_run_loss(
             training_loss,
-            steps_this_run=trainer.state.global_step - trainer._initial_global_step,
+            steps_this_run=trainer.state.global_step - getattr(trainer, "_initial_global_step", 0),
             global_step=trainer.state.global_step,
         )
     return TrainingOutcome(
