@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.metrics import GRPO_METRICS
-from trainer.recipes import TrainingOutcome, TrainingRun
 from trainer.rewards import reward_functions
+from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import (
     checkpointing_wanted,
     common_arguments,

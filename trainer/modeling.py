@@ -22,7 +22,7 @@ from tuning.spec import Hyperparameters, Method, Provider
 from tuning.tenancy import BaseModelLocations
 
 if TYPE_CHECKING:
-    from trainer.recipes import TrainingRun
+    from trainer.run import TrainingRun
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
-from trainer.recipes import Recipe, TrainingRun, evaluation_enabled, recipe_for
+from trainer.recipes import Recipe, evaluation_enabled, recipe_for
+from trainer.run import TrainingRun
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker

@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 from trainer.metrics import DPO_METRICS, ORPO_METRICS
-from trainer.recipes import TrainingOutcome, TrainingRun
+from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import (
     checkpointing_wanted,
     common_arguments,

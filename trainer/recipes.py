@@ -2,21 +2,18 @@
 
 A recipe says how its rows look, how they are read into the job's metrics, and how it trains.
 The pipeline is the same for all of them: a new trainer type adds an entry here (with its row
-normalizer and its train function) and nothing else changes.
+normalizer and its train function) and nothing else changes. The trainers import their
+shared types from `trainer.run`, below this registry, never from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from trainer.batching import BatchingPlan
-from trainer.data import DatasetSplits, RowNormalizer, normalize_sft_row
+from trainer.data import RowNormalizer, normalize_sft_row
 from trainer.errors import UnsupportedError
 from trainer.formats import normalize_preference_row, normalize_vision_row, prompt_row_normalizer
-from trainer.hardware import Hardware
 from trainer.metrics import (
     DPO_METRICS,
     GRPO_METRICS,
@@ -24,42 +21,8 @@ from trainer.metrics import (
     SFT_METRICS,
     MetricsPlan,
 )
-from tuning.jobs import Metrics
+from trainer.run import TrainingOutcome, TrainingRun
 from tuning.spec import Modality, TrainerType, TrainingConfig
-
-
-@dataclass
-class TrainingRun:
-    """Everything a recipe needs; the pipeline builds it after validation and downloads."""
-
-    config: TrainingConfig
-    splits: DatasetSplits
-    model_dir: Path
-    output_dir: Path
-    tokenizer: Any
-    hardware: Hardware
-    attention: str
-    batching: BatchingPlan
-    evaluate: bool
-    processor: Any = None  # a vision model's processor (its tokenizer is `tokenizer`)
-    callbacks: list[Any] = field(default_factory=list)
-    resume_from: Path | None = None
-    report_to: list[str] = field(default_factory=list)
-    run_name: str | None = None
-    warn: Callable[[str], None] = lambda text: None
-
-    @property
-    def processing_class(self) -> Any:
-        """What TRL tokenizes with: the processor of a vision model, else the tokenizer."""
-        return self.processor if self.processor is not None else self.tokenizer
-
-
-@dataclass
-class TrainingOutcome:
-    trainer: Any  # the library trainer, for saving the model
-    model: Any
-    global_step: int
-    metrics: Metrics
 
 
 @dataclass(frozen=True)

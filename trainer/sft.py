@@ -13,7 +13,7 @@ from typing import Any
 
 from trainer.data import RowFormat
 from trainer.metrics import SFT_METRICS
-from trainer.recipes import TrainingOutcome, TrainingRun
+from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import checkpointing_wanted, common_arguments, train_and_measure
 
 logger = logging.getLogger(__name__)

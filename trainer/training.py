@@ -12,7 +12,7 @@ from typing import Any
 from trainer.errors import OutOfMemoryError
 from trainer.hardware import wants_gradient_checkpointing
 from trainer.metrics import MetricsPlan, final_metrics
-from trainer.recipes import TrainingOutcome, TrainingRun
+from trainer.run import TrainingOutcome, TrainingRun
 
 logger = logging.getLogger(__name__)
 

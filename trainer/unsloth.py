@@ -27,7 +27,7 @@ from trainer.hardware import Hardware
 from tuning.spec import Method, Modality
 
 if TYPE_CHECKING:
-    from trainer.recipes import TrainingRun
+    from trainer.run import TrainingRun
 
 logger = logging.getLogger(__name__)
 
