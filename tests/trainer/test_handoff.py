@@ -123,3 +123,37 @@ def test_sigterm_mid_training_checkpoints_and_hands_off_losing_nothing(
     assert checkpoints.latest() is not None
     assert checkpoints.latest().step == handoff.payload.checkpoint_step  # type: ignore[union-attr]
     assert handoff.payload.step < 400
+
+
+def test_a_run_resumed_in_every_step_of_two_epochs_sees_the_uninterrupted_batches(
+    stack: TrainerStack, tiny_gemma3: Path
+) -> None:
+    # 24 rows in batches of 8: 3 steps an epoch, 2 epochs; every attempt stops after one
+    # step, so epoch 2 is resumed mid-epoch in fresh attempts, whose global RNG is not
+    # where the uninterrupted run's was (the sampler must not depend on it).
+    request = request_for(stack, tiny_gemma3, max_steps=-1, epochs=2, batch_size=8)
+    request["training_config"]["hyperparameters"]["gradient_accumulation_steps"] = 1
+    whole = stack.submit(request)
+    assert main(settings=stack.settings(whole), services=stack.services(whole)) == 0
+    expected = [e.payload.loss for e in stack.pull_events(whole) if isinstance(e, ProgressEvent)]
+
+    split = stack.submit(request)
+    for attempt in range(8):
+        variables = {
+            "TRAINER_TASK_TIMEOUT_SECONDS": "1000",
+            "TRAINER_DEADLINE_RESERVE_SECONDS": "999.99",
+            "TRAINER_ATTEMPT_BASE": str(attempt),
+        }
+        assert (
+            main(settings=settings_for(stack, split, **variables), services=stack.services(split))
+            == 0
+        )
+        events = stack.pull_events(split, until_terminal=False, timeout=5)
+        if any(isinstance(event, CompletedEvent) for event in events):
+            break
+    events = stack.pull_events(split)
+    losses = [e.payload.loss for e in events if isinstance(e, ProgressEvent)]
+
+    assert len(expected) == 6
+    assert sum(isinstance(e, HandoffEvent) for e in events) == 5
+    assert losses == pytest.approx(expected, abs=1e-5)
