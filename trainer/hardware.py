@@ -40,8 +40,14 @@ def detect() -> Hardware:
 
 
 def choose_attention(model_config: Any, *, use_fa2: bool, hardware: Hardware) -> str:
-    """FlashAttention-2 when asked for and present; eager where Gemma 2 softcaps attention."""
-    if use_fa2 and hardware.cuda and hardware.flash_attention:
+    """FlashAttention-2 whenever the GPU has it; else SDPA, or eager where Gemma 2 softcaps.
+
+    `use_fa2` is a preference, not a requirement: the kernel is exact attention, so it is
+    chosen whenever present (packed batches then train padding-free, through its varlen
+    path); asking for it where it is absent only earns the job a warning (trainer/pipeline.py).
+    """
+    del use_fa2  # kept in the signature: callers state the user's preference
+    if hardware.cuda and hardware.flash_attention:
         return FLASH_ATTENTION  # varlen kernel, and it implements softcapping
     text_config = (
         model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config

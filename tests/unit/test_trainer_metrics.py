@@ -76,8 +76,14 @@ def test_evaluation_metrics_use_the_seed_names() -> None:
         (GEMMA3, False, CPU, SDPA),
         (GEMMA3, True, CPU, SDPA),  # no GPU, no FlashAttention
         (GEMMA3, True, L4, FLASH_ATTENTION),
-        (GEMMA3, False, L4, SDPA),
-        (GEMMA2, False, L4, EAGER),  # SDPA cannot softcap
+        (GEMMA3, False, L4, FLASH_ATTENTION),  # chosen whenever present: a preference
+        (GEMMA2, False, L4, FLASH_ATTENTION),
+        (
+            GEMMA2,
+            False,
+            Hardware(cuda=True, bf16=True, flash_attention=False),
+            EAGER,
+        ),  # SDPA cannot softcap
         (GEMMA2, True, L4, FLASH_ATTENTION),  # FA2 softcaps
         (GEMMA2, True, Hardware(cuda=True, bf16=True, flash_attention=False), EAGER),
     ],
