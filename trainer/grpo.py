@@ -27,7 +27,7 @@ from trainer.training import (
 def grpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
     from trl import GRPOConfig
 
-    hp = run.config.hyperparameters
+    hp = run.config.resolved_hyperparameters  # beta 0.0 unless given: TRL builds no ref model
     rewards = run.config.reward_config
     arguments = common_arguments(run, gradient_checkpointing=gradient_checkpointing)
     # Evaluation generates whole groups too: one group per eval batch.

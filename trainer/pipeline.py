@@ -30,6 +30,7 @@ from trainer.run import TrainingRun
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
+from tuning.defaults import describe_hyperparameters, tracked_training_config
 from tuning.jobs import DatasetStats
 from tuning.reporting import EventReporter
 from tuning.services import Services
@@ -123,6 +124,7 @@ def run_training_job(
         warn=functools.partial(_warn, reporter),
     )
 
+    reporter.message(describe_hyperparameters(config))  # the per-type defaults it resolved
     tracker, wandb_url = _start_tracking(job, work_dir, reporter)
     failed = True
     try:
@@ -345,7 +347,7 @@ def _start_tracking(
         wandb_config, api_key=job.wandb_api_key, job_id=job.job_id, directory=work_dir / "wandb"
     )
     try:
-        url = tracker.start(job.request.redacted()["training_config"])
+        url = tracker.start(tracked_training_config(job.request))
     except Exception as error:  # W&B is an observer: training goes on without it, and says so
         logger.warning("W&B did not start: %s", error)
         reporter.message(f"W&B tracking is off: {type(error).__name__}", "warning")

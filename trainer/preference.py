@@ -29,7 +29,7 @@ from trainer.training import (
 def dpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
     from trl import DPOConfig
 
-    hp = run.config.hyperparameters
+    hp = run.config.resolved_hyperparameters
     return DPOConfig(
         **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
         beta=hp.beta,
@@ -83,7 +83,7 @@ def orpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
         warnings.simplefilter("ignore")
         from trl.experimental.orpo import ORPOConfig
 
-    hp = run.config.hyperparameters
+    hp = run.config.resolved_hyperparameters
     return ORPOConfig(
         **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
         beta=hp.beta,

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[str, Any]:
     """TrainingArguments fields from the job's hyperparameters, batching plan and hardware."""
-    hp = run.config.hyperparameters
+    hp = run.config.resolved_hyperparameters  # omitted fields take their per-type defaults
     eval_config = run.config.eval_config if run.evaluate else None
     plan = run.batching
     return {

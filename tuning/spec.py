@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tuning.defaults import DEFAULTED_FIELDS, default_for, defaults_table
 from tuning.errors import InvalidRequestError
 from tuning.ids import (
     GCS_PREFIX_PATTERN,
@@ -139,20 +140,81 @@ class RewardFunction(StrEnum):
     NUMERIC_MATCH = "numeric_match"  # the extracted number equals the reference number
 
 
+def _by_type(summary: str, field: str, sources: str) -> str:
+    """A description for a field whose default depends on the trainer type and method."""
+    return (
+        f"{summary} Omitted or null: the default for the job's `trainer_type` and method "
+        f"(LoRA and QLoRA alike), below; a value given is always kept. {sources}\n\n"
+        f"{defaults_table(field)}"
+    )
+
+
 class Hyperparameters(Contract):
-    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    """Training settings. learning_rate, epochs, lr_scheduler_type, warmup_ratio, weight_decay
+    and beta default by trainer type and method when omitted or null (tables in each field)."""
+
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=_by_type(
+            "Peak learning rate.",
+            "learning_rate",
+            "Adapters: Unsloth's Gemma 3 notebooks (SFT 2e-4, GRPO 5e-6), Axolotl's Gemma 3 "
+            "QLoRA recipe (2e-4) and Unsloth's DPO guide (5e-6). Full: TRL 1.16's SFTConfig, "
+            "DPOConfig, ORPOConfig and GRPOConfig defaults, about a tenth of the adapter rate "
+            "(https://huggingface.co/docs/trl/lora_without_regret).",
+        ),
+    )
     batch_size: int = Field(2, ge=1, le=1024, description="Per-device micro-batch size.")
     gradient_accumulation_steps: int = Field(4, ge=1, le=1024)
-    epochs: float = Field(3, gt=0, le=100, description="Passes over the training split.")
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description=_by_type(
+            "Passes over the training split.",
+            "epochs",
+            "GRPO trains one epoch (Unsloth's Gemma 3 GRPO notebook): each step samples "
+            "num_generations completions per prompt.",
+        ),
+    )
     max_steps: int = Field(
         -1, ge=-1, le=MAX_STEPS, description="Optimizer steps; -1 trains for `epochs`."
     )
     packing: bool = Field(False, description="Pack several examples into one sequence.")
     use_fa2: bool = Field(False, description="Use FlashAttention-2 when the GPU has it.")
     max_seq_length: int = Field(1024, ge=16, le=131072, description="Tokens per example.")
-    lr_scheduler_type: SchedulerType = SchedulerType.LINEAR
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=1)
+    lr_scheduler_type: SchedulerType | None = Field(
+        None,
+        description=_by_type(
+            "Learning-rate schedule after warmup.",
+            "lr_scheduler_type",
+            "Linear for SFT (Unsloth's Gemma 3 notebook; transformers' default) and DPO/ORPO "
+            "(Unsloth's DPO guide); cosine for GRPO (Unsloth's Gemma 3 GRPO notebook).",
+        ),
+    )
+    warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description=_by_type(
+            "Share of the optimizer steps over which the learning rate rises to its peak.",
+            "warmup_ratio",
+            "0.1: Axolotl's Gemma 3 recipes, Unsloth's DPO guide and Gemma 3 GRPO notebook.",
+        ),
+    )
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=_by_type(
+            "AdamW weight decay.",
+            "weight_decay",
+            "0 as in Axolotl's Gemma 3 recipes and Unsloth's DPO guide; 0.1 for GRPO "
+            "(Unsloth's Gemma 3 GRPO notebook).",
+        ),
+    )
     save_strategy: SaveStrategy = Field(SaveStrategy.EPOCH, description="When to checkpoint.")
     save_steps: int = Field(
         100, ge=1, le=MAX_STEPS, description="Checkpoint period with save_strategy=steps."
@@ -164,8 +226,18 @@ class Hyperparameters(Contract):
     lora_alpha: int = Field(16, ge=1, le=4096)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     seed: int = Field(42, ge=0, le=2**31 - 1)
-    beta: float = Field(
-        0.1, gt=0, le=100, description="DPO/ORPO preference strength; GRPO KL coefficient."
+    beta: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=_by_type(
+            "DPO/ORPO preference strength (above 0); GRPO's KL weight against the base model.",
+            "beta",
+            "TRL 1.16's defaults: 0.1 for DPO and ORPO, 0.0 for GRPO. GRPO with beta 0 builds "
+            "no reference model and skips its forward pass every step; above 0 with method "
+            "Full it loads a second copy of the model "
+            "(https://huggingface.co/docs/trl/grpo_trainer).",
+        ),
     )
     max_prompt_length: int = Field(512, ge=8, le=131072, description="DPO/ORPO/GRPO prompts.")
     num_generations: int = Field(4, ge=2, le=64, description="GRPO completions per prompt.")
@@ -176,6 +248,29 @@ class Hyperparameters(Contract):
         if self.max_steps == 0:
             raise field_error("max_steps", "max_steps must be -1 (train for `epochs`) or >= 1")
         return self
+
+
+class ResolvedHyperparameters(Hyperparameters):
+    """Hyperparameters with every default applied: what the trainer trains with."""
+
+    learning_rate: float
+    epochs: float
+    lr_scheduler_type: SchedulerType
+    warmup_ratio: float
+    weight_decay: float
+    beta: float
+
+
+def resolve_hyperparameters(
+    hyperparameters: Hyperparameters, *, trainer_type: TrainerType, method: Method
+) -> ResolvedHyperparameters:
+    """The hyperparameters a job trains with: each null field takes its default for the
+    trainer type and method, each given field is kept as given (even when it equals one)."""
+    values = hyperparameters.model_dump()
+    for name in DEFAULTED_FIELDS:
+        if values[name] is None:
+            values[name] = default_for(name, trainer_type.value, method.value)
+    return ResolvedHyperparameters.model_validate(values)
 
 
 class ExportConfig(Contract):
@@ -319,6 +414,12 @@ class TrainingConfig(Contract):
         if self.trainer_type is not TrainerType.GRPO and self.reward_config is not None:
             raise field_error("reward_config", "reward_config is only used by trainer_type 'grpo'")
         hp = self.hyperparameters
+        if self.trainer_type in (TrainerType.DPO, TrainerType.ORPO) and hp.beta == 0:
+            raise field_error(
+                "hyperparameters.beta",
+                f"trainer_type '{self.trainer_type.value}' needs beta above 0 (0 learns no "
+                "preference): omit it for the default 0.1",
+            )
         if self.trainer_type is not TrainerType.SFT and hp.max_prompt_length >= hp.max_seq_length:
             raise field_error(
                 "hyperparameters.max_prompt_length",
@@ -337,6 +438,13 @@ class TrainingConfig(Contract):
                 "export_config.format", "method 'Full' trains all weights: use format 'adapter'"
             )
         return self
+
+    @property
+    def resolved_hyperparameters(self) -> ResolvedHyperparameters:
+        """The hyperparameters with the defaults of this trainer type and method applied."""
+        return resolve_hyperparameters(
+            self.hyperparameters, trainer_type=self.trainer_type, method=self.method
+        )
 
 
 class TrainRequest(Contract):

@@ -81,8 +81,9 @@ def test_grpo_generates_scores_and_reports_each_reward(
     # The prompts (system + question) are longer than max_prompt_length: cut, keeping their end.
     assert training.payload.dataset_stats.truncated_rows > 0
     assert [m["step"] for m in reported] == [1, 2]
-    for key in ("reward", "reward_std", "kl", "completions_mean_length"):
+    for key in ("reward", "reward_std", "completions_mean_length"):
         assert key in final
+    assert "kl" not in final  # beta defaults to 0 for GRPO: no reference model, no KL term
     for name in ("format", "exact_match", "numeric_match"):
         assert 0.0 <= final[f"rewards_{name}_mean"] <= 1.0
     assert final["completions_mean_length"] <= 8

@@ -116,7 +116,7 @@ def test_defaults_match_the_seed_service():
     request = parse_train_request(data)
 
     config = request.training_config
-    hp = config.hyperparameters
+    hp = config.resolved_hyperparameters  # SFT with QLoRA: the seed's figures
     assert (hp.learning_rate, hp.batch_size, hp.gradient_accumulation_steps) == (2e-4, 2, 4)
     assert (hp.epochs, hp.max_steps, hp.packing, hp.max_seq_length) == (3, -1, False, 1024)
     assert (hp.lora_rank, hp.lora_alpha, hp.lora_dropout) == (16, 16, 0.05)
@@ -142,7 +142,7 @@ def test_nested_sections_default_independently():
 
     assert first.training_config.hyperparameters == Hyperparameters()
     assert second.training_config.hyperparameters.batch_size == 8
-    assert second.training_config.hyperparameters.learning_rate == 2e-4
+    assert second.training_config.resolved_hyperparameters.learning_rate == 2e-4
 
 
 def test_eval_config_defaults_when_given_empty():
