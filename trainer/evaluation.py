@@ -14,16 +14,12 @@ from typing import Any
 from trl import SFTTrainer
 
 from trainer.metrics import TokenCounts
+from trainer.sampling import SeededSampling
 
 
-class TokenMetricsSFTTrainer(SFTTrainer):
-    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        """A sampler seeded per epoch, so that a resumed attempt sees the same batches as
-        the uninterrupted run (trainer/sampling.py)."""
-        from trainer.sampling import seeded_train_sampler
-
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return seeded_train_sampler(self, dataset) or super()._get_train_sampler(train_dataset)
+class TokenMetricsSFTTrainer(SeededSampling, SFTTrainer):
+    """Seeded per epoch, so that a resumed attempt sees the same batches as the uninterrupted
+    run (trainer/sampling.py)."""
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         counts = TokenCounts()

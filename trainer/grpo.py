@@ -45,6 +45,11 @@ def grpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
 
 
 def train_grpo(run: TrainingRun) -> TrainingOutcome:
+    return train_and_measure(grpo_trainer(run), run, GRPO_METRICS)
+
+
+def grpo_trainer(run: TrainingRun) -> Any:
+    """TRL's GRPOTrainer for the job, with its rewards and its model prepared."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -57,7 +62,15 @@ def train_grpo(run: TrainingRun) -> TrainingOutcome:
     bos_token_id = run.tokenizer.bos_token_id
 
     class PromptLimitedGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer whose tokenized prompts are cut to max_prompt_length."""
+        """GRPOTrainer whose tokenized prompts are cut to max_prompt_length, with prompts
+        drawn in an order seeded per epoch (a resumed attempt sees the uninterrupted run's)."""
+
+        def _get_train_sampler(self, dataset: Any = None) -> Any:
+            from trainer.sampling import seeded_repeat_sampler
+
+            return seeded_repeat_sampler(
+                self, dataset if dataset is not None else self.train_dataset
+            )
 
         def _tokenize_prompts(self, prompts: list[Any]) -> Any:
             prompt_ids, images, multimodal = super()._tokenize_prompts(prompts)
@@ -68,7 +81,7 @@ def train_grpo(run: TrainingRun) -> TrainingOutcome:
 
     model, peft_config = prepare_model(run)
     rewarding: list[Any] = reward_functions(rewards.functions)
-    trainer = PromptLimitedGRPOTrainer(
+    return PromptLimitedGRPOTrainer(
         model=model,
         reward_funcs=rewarding,
         args=grpo_config(run, gradient_checkpointing=checkpointing_wanted(run, model)),
@@ -80,4 +93,3 @@ def train_grpo(run: TrainingRun) -> TrainingOutcome:
         peft_config=peft_config,
         callbacks=run.callbacks,
     )
-    return train_and_measure(trainer, run, GRPO_METRICS)

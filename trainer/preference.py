@@ -39,16 +39,23 @@ def dpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
 
 
 def train_dpo(run: TrainingRun) -> TrainingOutcome:
+    return train_and_measure(dpo_trainer(run), run, DPO_METRICS)
+
+
+def dpo_trainer(run: TrainingRun) -> Any:
+    """TRL's DPOTrainer for the job, its model prepared (adapter or full)."""
     from datasets import Dataset
     from trl import DPOTrainer
 
     from trainer.modeling import prepare_model
+    from trainer.sampling import SeededSampling
 
     max_prompt_length = run.config.hyperparameters.max_prompt_length
     bos_token_id = run.tokenizer.bos_token_id
 
-    class PromptLimitedDPOTrainer(DPOTrainer):
-        """DPOTrainer whose tokenized prompts are cut to max_prompt_length."""
+    class PromptLimitedDPOTrainer(SeededSampling, DPOTrainer):
+        """DPOTrainer whose tokenized prompts are cut to max_prompt_length, with batches
+        seeded per epoch (a resumed attempt sees the uninterrupted run's)."""
 
         def _prepare_dataset(
             self, dataset: Any, processing_class: Any, args: Any, name: str
@@ -66,7 +73,7 @@ def train_dpo(run: TrainingRun) -> TrainingOutcome:
             )
 
     model, peft_config = prepare_model(run)
-    trainer = PromptLimitedDPOTrainer(
+    return PromptLimitedDPOTrainer(
         model=model,
         args=dpo_config(run, gradient_checkpointing=checkpointing_wanted(run, model)),
         train_dataset=Dataset.from_list(run.splits.train),
@@ -75,7 +82,6 @@ def train_dpo(run: TrainingRun) -> TrainingOutcome:
         peft_config=peft_config,
         callbacks=run.callbacks,
     )
-    return train_and_measure(trainer, run, DPO_METRICS)
 
 
 def orpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
@@ -93,6 +99,11 @@ def orpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
 
 
 def train_orpo(run: TrainingRun) -> TrainingOutcome:
+    return train_and_measure(orpo_trainer(run), run, ORPO_METRICS)
+
+
+def orpo_trainer(run: TrainingRun) -> Any:
+    """TRL's ORPOTrainer for the job, its model prepared (adapter or full)."""
     from datasets import Dataset
 
     with warnings.catch_warnings():
@@ -100,12 +111,14 @@ def train_orpo(run: TrainingRun) -> TrainingOutcome:
         from trl.experimental.orpo import ORPOTrainer
 
     from trainer.modeling import prepare_model
+    from trainer.sampling import SeededSampling
 
     max_prompt_length = run.config.hyperparameters.max_prompt_length
     bos_token_id = run.tokenizer.bos_token_id
 
-    class PromptLimitedORPOTrainer(ORPOTrainer):
-        """ORPOTrainer whose tokenized prompts are cut to max_prompt_length before answers."""
+    class PromptLimitedORPOTrainer(SeededSampling, ORPOTrainer):
+        """ORPOTrainer whose tokenized prompts are cut to max_prompt_length before answers,
+        with batches seeded per epoch (a resumed attempt sees the uninterrupted run's)."""
 
         def tokenize_row(self, feature: Any, model: Any = None) -> dict[str, Any]:
             limit, self.max_length = self.max_length, sys.maxsize
@@ -121,7 +134,7 @@ def train_orpo(run: TrainingRun) -> TrainingOutcome:
             )
 
     model, peft_config = prepare_model(run)
-    trainer = PromptLimitedORPOTrainer(
+    return PromptLimitedORPOTrainer(
         model=model,
         args=orpo_config(run, gradient_checkpointing=checkpointing_wanted(run, model)),
         train_dataset=Dataset.from_list(run.splits.train),
@@ -130,7 +143,6 @@ def train_orpo(run: TrainingRun) -> TrainingOutcome:
         peft_config=peft_config,
         callbacks=run.callbacks,
     )
-    return train_and_measure(trainer, run, ORPO_METRICS)
 
 
 def fit_orpo_row(

@@ -96,3 +96,44 @@ def _lengths(dataset: Any, column: str, processing_class: Any) -> list[int]:
     if key in names:
         return [len(ids) for ids in dataset[key]]
     return [len(row[key]) for row in dataset]
+
+
+class SeededSampling:
+    """Mixin for a TRL trainer whose train sampler is transformers' default (DPO, ORPO):
+    the seeded, epoch-aware counterpart replaces it."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        trainer: Any = self
+        dataset = train_dataset if train_dataset is not None else trainer.train_dataset
+        return seeded_train_sampler(trainer, dataset) or super()._get_train_sampler(  # type: ignore[misc]
+            train_dataset
+        )
+
+
+def seeded_repeat_sampler(trainer: Any, dataset: Any) -> Sampler[int]:
+    """GRPO's `RepeatSampler` (each prompt repeated for its group of completions), with its
+    permutation drawn from the epoch's generator. TRL's seeds one generator when it is built
+    and draws every epoch from it in turn, so a process resumed in epoch 2 would replay
+    epoch 1's order."""
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = int(epoch)
+
+        def __iter__(self) -> Iterator[int]:
+            if self.shuffle:
+                self.generator = epoch_generator(self.seed or 0, self.epoch)
+            return super().__iter__()
+
+    args = trainer.args
+    return EpochSeededRepeatSampler(
+        data_source=dataset,
+        mini_repeat_count=trainer.num_generations,
+        batch_size=args.generation_batch_size // trainer.num_generations,
+        repeat_count=trainer.num_iterations * args.steps_per_generation,
+        shuffle=trainer.shuffle_dataset,
+        seed=args.data_seed or args.seed,
+    )
