@@ -6,9 +6,9 @@ Imported lazily (it needs transformers). The callbacks publish through the
 job's EventReporter, so every event carries the attempt and its sequence.
 
 DPO, ORPO and GRPO log method metrics beside the loss (reward margins, log-odds, rewards per
-function). Progress events cannot carry them, so with each progress event such a trainer also
-publishes an `evaluation` event: the job's latest metrics, i.e. the method metrics at this
-step plus the figures of the latest evaluation, so that the job record never loses either.
+function): each progress event carries the latest of them, and each evaluation event the
+evaluation's figures with them. Only an evaluation publishes an `evaluation` event, so a job
+with evaluation off publishes none.
 """
 
 from __future__ import annotations
@@ -100,8 +100,6 @@ class LifecycleEventsCallback(TrainerCallback):
             return
         self.last_published_at = now
         self.reporter.progress_update(self.progress(state, logs, now))
-        if method:
-            self.reporter.evaluation(self.snapshot(state.global_step))
 
     def snapshot(self, step: int, evaluation: Metrics | None = None) -> Metrics:
         """The latest evaluation's figures with the latest method metrics, at `step`."""
@@ -121,6 +119,7 @@ class LifecycleEventsCallback(TrainerCallback):
             learning_rate=logs.get("learning_rate"),
             tokens_per_second=self.tokens_per_second,
             eta_seconds=eta,
+            metrics=self.training_metrics or None,
         )
 
     def on_evaluate(

@@ -76,6 +76,12 @@ class Progress(Part):
     learning_rate: float | None = None
     tokens_per_second: float | None = Field(None, ge=0)
     eta_seconds: float | None = Field(None, ge=0, description="Estimated time to finish training.")
+    metrics: dict[str, float] | None = Field(
+        None,
+        description="The method's training figures at this step: DPO/ORPO reward margins and "
+        "log-odds, GRPO rewards per function (`rewards_<name>_mean`), KL when beta is above 0. "
+        "Evaluation figures are in the job's `metrics`.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

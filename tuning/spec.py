@@ -322,7 +322,12 @@ class EvalConfig(Contract):
         50, ge=1, le=MAX_STEPS, description="Steps between evaluations (strategy steps)."
     )
     compute_eval_metrics: bool = Field(True, description="Token accuracy and perplexity.")
-    batch_eval_metrics: bool = Field(False, description="Accumulate metrics batch by batch.")
+    batch_eval_metrics: bool = Field(
+        False,
+        description="Accepted for the seed API's requests; no effect: evaluation always sums "
+        "per-token figures batch by batch (never the eval set's logits), so true and false "
+        "give the same exact figures.",
+    )
     eval_holdout_fraction: float = Field(
         0.1, gt=0, le=0.5, description="Held-out share of train when there is no eval split."
     )

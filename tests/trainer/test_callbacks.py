@@ -120,12 +120,38 @@ def test_method_metrics_go_out_with_progress_and_evaluations_carry_both() -> Non
     state.global_step = 3
     callback.on_log(None, state, None, logs={"loss": 0.4, "rewards/margins": 0.3})
 
-    reported = [metrics for kind, metrics in reporter.calls if kind == "evaluation"]
-    assert [(m.step, m.rewards_margins) for m in reported] == [(1, 0.1), (2, 0.2), (3, 0.3)]
-    after_evaluation = reported[1].model_dump()
-    assert after_evaluation["eval_rewards_margins"] == 0.4
-    assert after_evaluation["perplexity"] is None  # a DPO loss has no perplexity
-    assert reported[2].eval_loss == 0.5  # the latest evaluation, carried with step 3's figures
+    progress = [value for kind, value in reporter.calls if kind == "progress"]
+    assert [(p.step, p.metrics) for p in progress] == [
+        (1, {"rewards_margins": 0.1}),
+        (3, {"rewards_margins": 0.3}),
+    ]
+    # Only the evaluation is an evaluation event, with the training figures of its step.
+    (evaluation,) = [metrics for kind, metrics in reporter.calls if kind == "evaluation"]
+    figures = evaluation.model_dump()
+    assert (evaluation.step, figures["eval_rewards_margins"]) == (2, 0.4)
+    assert figures["rewards_margins"] == 0.2 and figures["eval_loss"] == 0.5
+    assert figures["perplexity"] is None  # a DPO loss has no perplexity
+
+
+def test_training_without_evaluation_publishes_no_evaluation_event() -> None:
+    from trainer.metrics import GRPO_METRICS
+
+    reporter, clock, state = RecordingReporter(), Clock(), State()
+    callback = LifecycleEventsCallback(
+        reporter,
+        min_interval_seconds=0,
+        wandb_url=None,
+        dataset_stats=None,
+        metrics_plan=GRPO_METRICS,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    callback.on_train_begin(None, state, None)
+    for step in (1, 2):
+        clock.now += 1
+        state.global_step = step
+        callback.on_log(None, state, None, logs={"loss": 0.1, "reward": 0.5, "reward_std": 0.1})
+
+    assert [kind for kind, _ in reporter.calls if kind != "training"] == ["progress", "progress"]
 
 
 def test_the_job_is_read_once_per_interval_and_a_gone_job_stops_training() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.trainer.harness import TrainerStack, base_request, to_jsonl
 from trainer.main import main
-from tuning.events import CompletedEvent, EvaluationEvent, EventType, JobEvent
+from tuning.events import CompletedEvent, EvaluationEvent, EventType, JobEvent, ProgressEvent
 from tuning.jobs import ErrorType
 
 SYSTEM = "Answer as <reasoning>...</reasoning><answer>...</answer>."
@@ -80,7 +80,10 @@ def test_grpo_generates_scores_and_reports_each_reward(
     assert training.payload.total_steps == 2
     # The prompts (system + question) are longer than max_prompt_length: cut, keeping their end.
     assert training.payload.dataset_stats.truncated_rows > 0
-    assert [m["step"] for m in reported] == [1, 2]
+    assert reported == []  # evaluation is off: no evaluation events
+    progress = [e.payload for e in events if isinstance(e, ProgressEvent)]
+    assert [p.step for p in progress] == [1, 2]
+    assert all(p.metrics and "rewards_format_mean" in p.metrics for p in progress)
     for key in ("reward", "reward_std", "completions_mean_length"):
         assert key in final
     assert "kl" not in final  # beta defaults to 0 for GRPO: no reference model, no KL term

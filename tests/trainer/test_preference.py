@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.trainer.harness import COLOURS, WORDS, TrainerStack, base_request, to_jsonl
 from trainer.main import main
-from tuning.events import CompletedEvent, EvaluationEvent, EventType, JobEvent
+from tuning.events import CompletedEvent, EvaluationEvent, EventType, JobEvent, ProgressEvent
 
 
 def preference_rows(count: int, *, conversational: bool, seed: int = 0) -> list[dict[str, Any]]:
@@ -80,11 +80,13 @@ def test_dpo_trains_and_reports_reward_margins(stack: TrainerStack, tiny_gemma3:
     assert code == 0 and isinstance(events[-1], CompletedEvent), events[-1]
     reported = metrics_of(events)
     final = events[-1].payload.metrics.model_dump()
-    # One metrics event with each progress event (steps 1-4), one per evaluation (2 and 4).
-    assert [m["step"] for m in reported] == [1, 2, 2, 3, 4, 4]
-    assert all("rewards_margins" in m for m in reported)
-    # Each is the job's latest figures: evaluation results are carried until the next one.
-    assert ["eval_rewards_margins" in m for m in reported] == [False, False, True, True, True, True]
+    # An evaluation event per evaluation (steps 2 and 4), with the training figures beside.
+    assert [m["step"] for m in reported] == [2, 4]
+    assert all("rewards_margins" in m and "eval_rewards_margins" in m for m in reported)
+    # Each progress event carries the training figures of its step.
+    progress = [e.payload for e in events if isinstance(e, ProgressEvent)]
+    assert [p.step for p in progress] == [1, 2, 3, 4]
+    assert all(p.metrics and "rewards_margins" in p.metrics for p in progress)
     for key in ("rewards_chosen", "rewards_rejected", "rewards_margins", "rewards_accuracies"):
         assert key in final and f"eval_{key}" in final
     assert final["eval_rewards_margins"] > 0  # the chosen answers gained on the rejected ones
@@ -103,4 +105,6 @@ def test_orpo_on_plain_strings_reports_log_odds(stack: TrainerStack, tiny_gemma3
     for key in ("log_odds_ratio", "log_odds_chosen", "nll_loss", "rewards_margins"):
         assert key in final and f"eval_{key}" in final
     reported = metrics_of(events)
-    assert len(reported) == 6 and all("log_odds_ratio" in m for m in reported)
+    assert len(reported) == 2 and all("eval_log_odds_ratio" in m for m in reported)
+    progress = [e.payload for e in events if isinstance(e, ProgressEvent)]
+    assert progress and all(p.metrics and "log_odds_ratio" in p.metrics for p in progress)
