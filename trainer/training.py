@@ -25,7 +25,7 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
     return {
         "output_dir": str(run.output_dir),
         "per_device_train_batch_size": plan.per_device_batch_size,
-        "per_device_eval_batch_size": hp.batch_size,
+        "per_device_eval_batch_size": hp.eval_batch_size,
         "gradient_accumulation_steps": plan.gradient_accumulation_steps,
         "num_train_epochs": hp.epochs,
         "max_steps": hp.max_steps,

@@ -167,6 +167,16 @@ class Hyperparameters(Contract):
         ),
     )
     batch_size: int = Field(2, ge=1, le=1024, description="Per-device micro-batch size.")
+    eval_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Per-device evaluation batch size. Omitted or null: twice `batch_size`, "
+        "at most 8 (transformers' and TRL's default) and never below `batch_size`: evaluation "
+        "keeps no activations for a backward pass nor optimizer state, so it fits larger "
+        "batches where training fit. GRPO evaluates one group of `num_generations` "
+        "completions per batch instead.",
+    )
     gradient_accumulation_steps: int = Field(4, ge=1, le=1024)
     epochs: float | None = Field(
         None,
@@ -184,7 +194,17 @@ class Hyperparameters(Contract):
     )
     packing: bool = Field(False, description="Pack several examples into one sequence.")
     use_fa2: bool = Field(False, description="Use FlashAttention-2 when the GPU has it.")
-    max_seq_length: int = Field(1024, ge=16, le=131072, description="Tokens per example.")
+    max_seq_length: int = Field(
+        1024,
+        ge=16,
+        le=131072,
+        description="Tokens per example (DPO/ORPO: prompt plus answer). ORPO (TRL's "
+        "ORPOTrainer) computes full-vocabulary logits for the chosen and the rejected answer "
+        "of every row: on Gemma's 262,144-token vocabulary that is about 2 x batch_size x "
+        "max_seq_length x 1 MiB in float32 (4 GiB at 1024 tokens and batch 2), on top of "
+        "the model; lower this or batch_size for ORPO on a small GPU. SFT and DPO score only "
+        "the target tokens and need no such room.",
+    )
     lr_scheduler_type: SchedulerType | None = Field(
         None,
         description=_by_type(
@@ -259,6 +279,7 @@ class ResolvedHyperparameters(Hyperparameters):
     warmup_ratio: float
     weight_decay: float
     beta: float
+    eval_batch_size: int
 
 
 def resolve_hyperparameters(
@@ -270,7 +291,14 @@ def resolve_hyperparameters(
     for name in DEFAULTED_FIELDS:
         if values[name] is None:
             values[name] = default_for(name, trainer_type.value, method.value)
+    if values["eval_batch_size"] is None:
+        batch = hyperparameters.batch_size
+        values["eval_batch_size"] = max(batch, min(EVAL_BATCH_CAP, 2 * batch))
     return ResolvedHyperparameters.model_validate(values)
+
+
+# transformers' TrainingArguments.per_device_eval_batch_size default, which TRL's configs keep.
+EVAL_BATCH_CAP = 8
 
 
 class ExportConfig(Contract):

@@ -18,7 +18,7 @@ from trainer.preference import dpo_config, orpo_config
 from trainer.rewards import reward_functions
 from trainer.run import TrainingRun
 from tuning.events import CompletedEvent, MessageEvent
-from tuning.spec import RewardFunction, TrainingConfig, parse_train_request
+from tuning.spec import EVAL_BATCH_CAP, RewardFunction, TrainingConfig, parse_train_request
 
 SMALL = {
     "max_steps": 1,
@@ -129,6 +129,7 @@ def test_full_fine_tuning_defaults_are_trl_s_own(trainer_type: str, tmp_path: Pa
     ours = config_of(trainer_type, "Full").resolved_hyperparameters
 
     assert ours.learning_rate == trl_defaults.learning_rate
+    assert trl_defaults.per_device_eval_batch_size == EVAL_BATCH_CAP  # the cap of ours
     if trainer_type != "sft":
         assert ours.beta == trl_defaults.beta
 

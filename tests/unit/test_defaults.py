@@ -316,3 +316,16 @@ def test_the_readme_table_states_the_defaults_in_force():
         assert (float(warmup), float(decay)) == (adapter.warmup_ratio, adapter.weight_decay)
         if trainer_type != "sft":
             assert float(beta.split()[0]) == adapter.beta == full.beta
+
+
+@pytest.mark.parametrize(("batch_size", "expected"), [(1, 2), (2, 4), (6, 8), (16, 16)])
+def test_evaluation_batches_default_to_twice_training_s_up_to_eight(batch_size, expected, tmp_path):
+    config = config_of("sft", "LoRA", batch_size=batch_size)
+
+    assert config.resolved_hyperparameters.eval_batch_size == expected
+    arguments = common_arguments(run_of(config, tmp_path), gradient_checkpointing=False)
+    assert arguments["per_device_eval_batch_size"] == expected
+
+
+def test_a_given_evaluation_batch_size_is_kept():
+    assert config_of("dpo", "Full", eval_batch_size=3).resolved_hyperparameters.eval_batch_size == 3
