@@ -4,7 +4,12 @@ The merge never touches 4-bit weights: the trained model is freed, the base is
 reloaded in 16 bits and the saved adapter is merged into it, one code path for
 LoRA and QLoRA. Every uploaded directory has complete tokenizer files (and a
 vision model's processor files) and a generation config that stops at
-<end_of_turn>. GGUF files are converted from the 16-bit merge (made locally when
+<end_of_turn>. The adapter's config names the base model as the request did (its Hub
+id or gs:// URI), not the trainer's scratch copy, so `PeftModel.from_pretrained` loads a
+downloaded adapter as it is. The merge is bfloat16 (float32 on a GPU without it), never
+float16, in which Gemma overflows. A text job on a multimodal model exports the multimodal
+model: its architecture, its untouched image path and its processor files.
+GGUF files are converted from the 16-bit merge (made locally when
 only the adapter is uploaded), each checked by `trainer.gguf`, and land in
 `gguf_models/{job_id}/model-{quant}.gguf` (and in the Hub repository, beside the
 weights, when that is the destination). Each upload first checks the job is
@@ -14,7 +19,9 @@ still wanted, so a cancelled or deleted job gets no files.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +30,7 @@ from typing import Any, Protocol
 from trainer.errors import UnsupportedError, UserError
 from trainer.files import link_or_copy
 from trainer.gguf import QUANTIZER_TYPES, export_gguf
-from trainer.hardware import Hardware
+from trainer.hardware import Hardware, merge_dtype_name
 from trainer.llama_cpp import LlamaCppTools
 from trainer.tokenizer_files import complete_tokenizer_files, stop_on_end_of_turn
 from tuning.errors import TransientError
@@ -34,6 +41,11 @@ from tuning.spec import Destination, ExportConfig, ExportFormat, Method, Modalit
 
 logger = logging.getLogger(__name__)
 HUB_URL = "https://huggingface.co/"
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CARD = "README.md"
+# What AutoProcessor reads beside the tokenizer files; a text job on a multimodal model saves
+# only its tokenizer, so these come from the base snapshot.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 class HubUploader(Protocol):
@@ -76,6 +88,7 @@ class HuggingFaceHubUploader:
 @dataclass
 class ExportJob:
     job_id: str
+    base_model_id: str  # as the request named it: a Hub id or a gs:// URI
     export_config: ExportConfig
     method: Method
     base_model_dir: Path
@@ -106,6 +119,10 @@ def export_model(
     saved = processor if processor is not None else tokenizer
     adapter_dir = job.work_dir / "adapter"
     _save_trained(trainer, saved, adapter_dir, method=job.method)
+    if job.method.uses_adapter:
+        name_base_model(adapter_dir, job.base_model_id, scratch=job.base_model_dir)
+    if processor is None:
+        copy_processor_files(adapter_dir, source=job.base_model_dir)
     complete_tokenizer_files(adapter_dir, source=job.base_model_dir, tokenizer=tokenizer)
     stop_on_end_of_turn(adapter_dir, tokenizer)
     _release(trainer)
@@ -216,6 +233,27 @@ def _save_trained(trainer: Any, saved: Any, directory: Path, *, method: Method) 
         (directory / "training_args.bin").unlink(missing_ok=True)
 
 
+def name_base_model(adapter_dir: Path, base_model_id: str, *, scratch: Path) -> None:
+    """Point the saved adapter's config (and PEFT's model card) at the model the user named.
+
+    PEFT records the path the base was loaded from, which is the trainer's scratch folder.
+    """
+    config_path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_model_id
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    card = adapter_dir / MODEL_CARD
+    if card.is_file():
+        card.write_text(card.read_text().replace(str(scratch), base_model_id))
+
+
+def copy_processor_files(target: Path, *, source: Path) -> None:
+    """The base's processor files, where a text job on a multimodal model saved none."""
+    for name in PROCESSOR_FILES:
+        if (source / name).is_file() and not (target / name).exists():
+            shutil.copyfile(source / name, target / name)
+
+
 def _release(trainer: Any) -> None:
     """Free the training model before the merge loads another copy of the base."""
     import torch
@@ -231,12 +269,16 @@ def _release(trainer: Any) -> None:
 def merge_adapter(
     job: ExportJob, adapter_dir: Path, merged_dir: Path, tokenizer: Any, *, processor: Any = None
 ) -> None:
-    """Reload the base in 16 bits, merge the adapter into it and save the result."""
+    """Reload the base (bfloat16, or float32), merge the adapter into it and save the result.
+
+    AutoModelForCausalLM loads a multimodal Gemma 3 as Gemma3ForConditionalGeneration, so a
+    text job's merge keeps the checkpoint's architecture and its image path as they were.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    dtype = torch.bfloat16 if (job.hardware.bf16 or not job.hardware.cuda) else torch.float16
+    dtype = getattr(torch, merge_dtype_name(job.hardware))
     model_class = AutoModelForImageTextToText if processor is not None else AutoModelForCausalLM
     base = model_class.from_pretrained(
         job.base_model_dir,
@@ -247,6 +289,8 @@ def merge_adapter(
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.save_pretrained(merged_dir)
     (processor if processor is not None else tokenizer).save_pretrained(merged_dir)
+    if processor is None:
+        copy_processor_files(merged_dir, source=job.base_model_dir)
     complete_tokenizer_files(merged_dir, source=job.base_model_dir, tokenizer=tokenizer)
     stop_on_end_of_turn(merged_dir, tokenizer)
     del merged, base

@@ -62,5 +62,16 @@ def compute_dtype_name(hardware: Hardware) -> str:
     return "bfloat16" if hardware.cuda and hardware.bf16 else "float32"
 
 
+def merge_dtype_name(hardware: Hardware) -> str:
+    """The dtype a merged model is made and saved in: never float16, where Gemma overflows.
+
+    Gemma's activations exceed float16's range (65504) and its outputs turn to NaN
+    (https://github.com/huggingface/transformers/issues/36822); bfloat16 has float32's range.
+    bfloat16 on a GPU that computes in it and on the CPU (torch implements it there, and the
+    merge is one addition per weight); float32 on a GPU without it.
+    """
+    return "float32" if hardware.cuda and not hardware.bf16 else "bfloat16"
+
+
 def wants_gradient_checkpointing(hardware: Hardware, parameter_count: int) -> bool:
     return hardware.cuda and parameter_count >= GRADIENT_CHECKPOINTING_MIN_PARAMETERS

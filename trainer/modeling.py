@@ -2,6 +2,12 @@
 
 Its config.json is fetched first and checked (`check_config`), so that a model that cannot run
 the job (a text-only model for a vision job) fails before the weights are downloaded.
+
+Gemma 3 from 4B up is multimodal: `AutoModelForCausalLM` loads it as
+Gemma3ForConditionalGeneration, SigLIP tower and projector included. A text job trains the
+language model only: no adapters on the image path, and QLoRA leaves it unquantized, so that the
+export is the same multimodal model with its image path as the checkpoint had it. Full
+fine-tuning loads float32 master weights (bf16 autocast computes on the GPU).
 """
 
 from __future__ import annotations
@@ -31,8 +37,19 @@ logger = logging.getLogger(__name__)
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
 GEMMA3_TYPES = {"gemma3", "gemma3_text"}
 MODEL_CONFIG = "config.json"
-# QLoRA quantizes the language model only: the vision tower and projector stay in 16 bits.
-VISION_MODULES_NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head"]
+# Gemma 3's image path: model.vision_tower.* and model.multi_modal_projector.* in transformers 5
+# (without the "model." prefix in 4.x), beside model.language_model.*.
+IMAGE_PATH_MODULES = ("vision_tower", "multi_modal_projector")
+# QLoRA quantizes the language model only; the image path and the (tied) LM head stay in 16
+# bits. transformers matches each pattern from the start of a module's full name up to a dot
+# (or as a suffix of it), so a bare "vision_tower" misses model.vision_tower.encoder.*: see
+# should_convert_module in
+# https://github.com/huggingface/transformers/blob/main/src/transformers/quantizers/quantizers_utils.py
+# Given a list, transformers adds none of its default skips, hence lm_head here.
+NOT_QUANTIZED = [rf"(?:.*\.)?{name}" for name in IMAGE_PATH_MODULES] + ["lm_head"]
+# PEFT full-matches a string exclude_modules against each module's full name
+# (https://huggingface.co/docs/peft/package_reference/lora, LoraConfig.exclude_modules).
+IMAGE_PATH_PATTERN = rf"(?:.*\.)?(?:{'|'.join(IMAGE_PATH_MODULES)})(?:\..*)?"
 
 
 def fetch_base_model(
@@ -212,6 +229,36 @@ def load_model_config(model_dir: Path) -> Any:
     return AutoConfig.from_pretrained(model_dir)
 
 
+def has_image_path(model_dir: Path) -> bool:
+    """Whether the checkpoint is multimodal (a vision tower beside the language model)."""
+    config = json.loads((model_dir / MODEL_CONFIG).read_text())
+    return bool(config.get("vision_config"))
+
+
+def weights_dtype_name(method: Method, hardware: Hardware) -> str:
+    """The dtype the weights are loaded in: float32 master weights for Full, else compute's.
+
+    Full fine-tuning updates every weight: in bfloat16 (8 bits of mantissa) an update smaller
+    than 1/256 of its weight rounds away, so small learning rates stop training. Kept in float32,
+    the Trainer's bf16 autocast still computes in bfloat16 on the GPU. Adapters train their own
+    float32 weights (PEFT upcasts them), so LoRA and QLoRA keep the frozen base in 16 bits.
+    """
+    return "float32" if method is Method.FULL else compute_dtype_name(hardware)
+
+
+def quantization_config(dtype: Any, *, image_path: bool) -> Any:
+    """QLoRA's 4-bit nf4 with double quantization; a multimodal model's image path kept as is."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=list(NOT_QUANTIZED) if image_path else None,
+    )
+
+
 def load_model(
     model_dir: Path,
     *,
@@ -221,21 +268,22 @@ def load_model(
     dtype_name: str | None = None,
     vision: bool = False,
 ) -> Any:
-    """The base model on the accelerator, 4-bit nf4 with double quantization for QLoRA."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
+    """The base model on the accelerator, 4-bit nf4 with double quantization for QLoRA.
 
-    dtype = getattr(torch, dtype_name or compute_dtype_name(hardware))
+    A multimodal checkpoint loads as its own class (Gemma3ForConditionalGeneration) for text
+    jobs too, so the export keeps the architecture the checkpoint has.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    dtype = getattr(torch, dtype_name or weights_dtype_name(method, hardware))
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
     if hardware.cuda:
         kwargs["device_map"] = {"": 0}
     if method is Method.QLORA:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=VISION_MODULES_NOT_QUANTIZED if vision else None,
+        compute_dtype = getattr(torch, compute_dtype_name(hardware))
+        kwargs["quantization_config"] = quantization_config(
+            compute_dtype, image_path=has_image_path(model_dir)
         )
     model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     model = model_class.from_pretrained(model_dir, **kwargs)
@@ -250,18 +298,27 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
         from trainer.unsloth import load_unsloth_model
 
         return load_unsloth_model(run), None
+    vision = run.processor is not None
     model = load_model(
         run.model_dir,
         method=config.method,
         hardware=run.hardware,
         attention=run.attention,
-        vision=run.processor is not None,
+        vision=vision,
     )
-    return model, lora_config(config.hyperparameters) if config.method.uses_adapter else None
+    if not config.method.uses_adapter:
+        return model, None
+    text_on_multimodal = not vision and has_image_path(run.model_dir)
+    return model, lora_config(config.hyperparameters, exclude_image_path=text_on_multimodal)
 
 
-def lora_config(hyperparameters: Hyperparameters) -> Any:
-    """LoRA on every linear layer but the LM head, with the job's rank, alpha and dropout."""
+def lora_config(hyperparameters: Hyperparameters, *, exclude_image_path: bool = False) -> Any:
+    """LoRA on every linear layer but the LM head, with the job's rank, alpha and dropout.
+
+    `exclude_image_path`: a text job on a multimodal model, whose vision tower and projector
+    get no adapters (the text data never reaches them: adapters there would only be exported
+    untrained, and would change nothing but the adapter's size).
+    """
     from peft import LoraConfig
 
     return LoraConfig(
@@ -269,10 +326,28 @@ def lora_config(hyperparameters: Hyperparameters) -> Any:
         lora_alpha=hyperparameters.lora_alpha,
         lora_dropout=hyperparameters.lora_dropout,
         target_modules="all-linear",
+        exclude_modules=IMAGE_PATH_PATTERN if exclude_image_path else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
 
 
 def parameter_count(model: Any) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
+    """The parameters the model's config defines, however they are stored.
+
+    QLoRA's 4-bit weights are packed two to a byte in uint8 tensors, so their `numel()` counts
+    half of them (a quarter, packed in wider storage). A skeleton built from the config on the
+    meta device has every weight at its logical shape, allocates nothing, and takes about 2 s
+    for a 27B model.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)  # from_config may annotate the config it is given
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    return sum(parameter.numel() for parameter in skeleton.parameters())

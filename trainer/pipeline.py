@@ -170,6 +170,7 @@ def run_training_job(
         artifacts = export_model(
             ExportJob(
                 job_id=settings.job_id,
+                base_model_id=config.base_model_id,
                 export_config=config.export_config,
                 method=config.method,
                 base_model_dir=model_dir,
