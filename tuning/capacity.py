@@ -27,6 +27,7 @@ from tuning.gcp.firestore import JobStore, contended_transaction, to_firestore
 from tuning.jobs import JobRecord, JobStatus, utcnow
 from tuning.launchers import same_execution
 from tuning.settings import LauncherSettings
+from tuning.tiers import GpuTier
 
 CLAIMED_REASON = "dispatching: starting a trainer execution"
 CONTINUING_REASON = "continuing: starting a new trainer execution from the latest checkpoint"
@@ -201,11 +202,12 @@ class GpuSlots:
         self._lock = _process_lock(self.document.path)
 
     @classmethod
-    def for_settings(cls, jobs: JobStore, settings: LauncherSettings) -> GpuSlots:
+    def for_tier(cls, jobs: JobStore, settings: LauncherSettings, tier: GpuTier) -> GpuSlots:
+        """The slots of one GPU tier: its own limit; the per-owner limit applies per tier."""
         return cls(
             jobs,
-            pool=settings.trainer_job_name,
-            limit=settings.max_concurrent_jobs,
+            pool=tier.capacity_pool,
+            limit=tier.max_concurrent_jobs,
             owner_limit=settings.max_concurrent_jobs_per_owner or None,
             max_executions=settings.max_job_executions,
         )

@@ -62,6 +62,7 @@ from tuning.jobs import (
     stable_suffix,
     utcnow,
 )
+from tuning.launchers import Launcher
 from tuning.logs import job_context
 from tuning.reporting import EventReporter
 from tuning.services import Services
@@ -266,9 +267,13 @@ def queue_request(
 def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
     """Claim the job and a GPU slot, launch it, and record the execution."""
     settings = launcher_settings(services)
-    slots = GpuSlots.for_settings(services.jobs, settings)
     claim_id = uuid.uuid4().hex
     with job_context(job_id):
+        # The tier (and so the capacity pool) is fixed at submit; the claim re-reads the
+        # job in its transaction, so a job deleted meanwhile is still found missing there.
+        found = services.jobs.find(job_id)
+        tier = settings.tier(found.placement.tier if found and found.placement else None)
+        slots = GpuSlots.for_tier(services.jobs, settings, tier)
         claim = slots.claim(
             job_id,
             claim_id=claim_id,
@@ -277,8 +282,8 @@ def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
         )
         if claim.outcome is ClaimOutcome.AT_CAPACITY:
             raise CapacityError(
-                f"job {job_id} waits: {claim.in_use} of {settings.max_concurrent_jobs} "
-                "trainer slots are in use"
+                f"job {job_id} waits: {claim.in_use} of {tier.max_concurrent_jobs} "
+                f"slots of tier {tier.name} are in use"
             )
         if claim.outcome is ClaimOutcome.OWNER_AT_LIMIT:
             raise CapacityError(
@@ -322,8 +327,9 @@ def refuse_another_execution(
 def _launch_claimed(
     job: JobRecord, *, claim_id: str, slots: GpuSlots, services: Services
 ) -> DispatchResult:
+    launcher = services.launcher_for(job)
     try:
-        execution = services.launcher.launch(job)
+        execution = launcher.launch(job)
     except TransientError as error:
         slots.release(job.job_id, claim_id=claim_id, reason=f"launch will be retried: {error}")
         raise
@@ -335,11 +341,13 @@ def _launch_claimed(
     except Exception:
         slots.release(job.job_id, claim_id=claim_id, reason="launch will be retried")
         raise
-    return record_execution(job.job_id, claim_id=claim_id, execution=execution, services=services)
+    return record_execution(
+        job.job_id, claim_id=claim_id, execution=execution, launcher=launcher, services=services
+    )
 
 
 def record_execution(
-    job_id: str, *, claim_id: str, execution: str, services: Services
+    job_id: str, *, claim_id: str, execution: str, launcher: Launcher, services: Services
 ) -> DispatchResult:
     """Write the execution on the job if our claim still holds; otherwise stop it again."""
     now = utcnow()
@@ -366,7 +374,7 @@ def record_execution(
     if transition is None or transition.after.execution != execution:
         # Deleted, cancelled or taken over by another delivery while we launched.
         logger.warning("job %s changed during launch; cancelling %s", job_id, execution)
-        services.launcher.cancel(execution)
+        launcher.cancel(execution)
         return DispatchResult(DispatchOutcome.CANCELLED_BEFORE_START, job_id, execution)
     logger.info("job %s launched as %s", job_id, execution)
     return DispatchResult(DispatchOutcome.LAUNCHED, job_id, execution)

@@ -142,6 +142,22 @@ class DatasetStats(Part):
     truncated_rows: int = Field(0, ge=0)
 
 
+class Placement(Part):
+    """The GPU tier a job trains on and the memory estimate that chose it."""
+
+    tier: str
+    gpu_type: str
+    gpu_count: int = Field(1, ge=1)
+    gpu_memory_bytes: int = Field(..., ge=0, description="What one GPU of the tier holds.")
+    estimate_bytes: int | None = Field(
+        None, ge=0, description="Estimated peak memory per GPU; null: the trainer checks."
+    )
+    estimate: dict[str, int] | None = Field(
+        None, description="The estimate by part, in bytes (weights, gradients, optimizer...)."
+    )
+    estimated_from: str | None = Field(None, description="Which model config it was made from.")
+
+
 class JobRecord(BaseModel):
     """One fine-tuning job as stored in Firestore under `jobs/{job_id}`."""
 
@@ -164,6 +180,9 @@ class JobRecord(BaseModel):
         None, description="Hash of the request without secrets: a reused key must match it."
     )
     config_uri: str | None = None
+    placement: Placement | None = Field(
+        None, description="Its GPU tier and memory estimate (null: recorded before tiers)."
+    )
     secret_references: dict[str, str] = Field(
         default_factory=dict, description="Secret Manager versions; never the values."
     )
@@ -238,6 +257,7 @@ def new_job_record(
     owner: str | None,
     config_uri: str | None,
     secret_references: dict[str, str],
+    placement: Placement | None = None,
     now: datetime | None = None,
 ) -> JobRecord:
     """The `queued` record for a validated request (secret values never reach it)."""
@@ -258,4 +278,5 @@ def new_job_record(
         request_fingerprint=request.fingerprint(),
         config_uri=config_uri,
         secret_references=secret_references,
+        placement=placement,
     )

@@ -145,7 +145,7 @@ def reconcile_job(
         last_heard = job.last_event_at or job.dispatched_at or job.updated_at
         if now - last_heard < stale:
             return None
-        status = services.launcher.status(job.execution)
+        status = services.launcher_for(job).status(job.execution)
         if not status.state.is_finished:
             if stalled is not None and now - last_heard >= stalled:
                 return stop_stalled(job, silent_for=now - last_heard, services=services)
@@ -185,7 +185,7 @@ def stop_stalled(job: JobRecord, *, silent_for: timedelta, services: Services) -
     """Cancel a hung execution, then publish the job's failure (the cancel alone would be
     reported as `cancelled` by the next pass, which is not what happened)."""
     execution = job.execution or ""
-    services.launcher.cancel(execution)
+    services.launcher_for(job).cancel(execution)
     reporter(job, services).failed(
         f"the trainer execution {execution} was still running but had reported nothing for "
         f"{int(silent_for.total_seconds())} s; it was cancelled as hung",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from tuning.gcp.pubsub import Publisher
     from tuning.gcp.secrets import SecretStore
     from tuning.gcp.storage import GcsStore
+    from tuning.jobs import JobRecord
     from tuning.launchers import Launcher
 
 
@@ -28,6 +29,8 @@ class Services:
             raise TypeError(f"unknown service override(s): {sorted(unknown)}")
         # cached_property reads the instance dict first, so overrides win.
         self.__dict__.update(overrides)
+        self._overrides = frozenset(overrides)
+        self._tier_launchers: dict[str, Launcher] = {}
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -59,6 +62,18 @@ class Services:
 
     @cached_property
     def launcher(self) -> Launcher:
+        """The launcher of the deployment's first tier (what a job without a tier uses)."""
         from tuning.launchers.factory import launcher_from_settings
 
         return launcher_from_settings(self.settings)
+
+    def launcher_for(self, job: JobRecord) -> Launcher:
+        """The launcher of the job's tier; a `launcher` override serves every tier."""
+        if "launcher" in self._overrides:
+            return self.launcher
+        tier = self.settings.tier(job.placement.tier if job.placement else None)
+        if tier.name not in self._tier_launchers:
+            from tuning.launchers.factory import launcher_for_tier
+
+            self._tier_launchers[tier.name] = launcher_for_tier(self.settings, tier)
+        return self._tier_launchers[tier.name]

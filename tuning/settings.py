@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.errors import TuningError
 from tuning.layout import StorageLayout
+from tuning.tiers import GpuTier, legacy_tier, parse_tiers
 
 
 class SettingsError(TuningError):
@@ -72,6 +73,12 @@ class ServiceSettings(BaseModel):
     allowed_base_model_locations: tuple[str, ...] = Field(
         (), validation_alias=env("ALLOWED_BASE_MODEL_LOCATIONS")
     )
+    # The GPU tiers jobs train on (tuning/tiers.py): Terraform's gpu_tiers as JSON. Unset:
+    # the one Cloud Run tier below (the trainer job, its GPU type, its concurrency).
+    gpu_tiers: tuple[GpuTier, ...] = Field((), validation_alias=env("GPU_TIERS"))
+    trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
+    trainer_gpu_type: str = Field("nvidia-l4", validation_alias=env("TRAINER_GPU_TYPE"))
+    max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
 
     @field_validator("allowed_base_model_locations", mode="before")
     @classmethod
@@ -88,6 +95,36 @@ class ServiceSettings(BaseModel):
         for location in value:
             parse_location(location)  # ValueError names the entry and the rule
         return value
+
+    @field_validator("gpu_tiers", mode="before")
+    @classmethod
+    def _tiers_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_tiers(value) if value.strip() else ()
+        return value
+
+    @property
+    def tiers(self) -> tuple[GpuTier, ...]:
+        """The declared tiers, or the one tier of a deployment that declares none."""
+        if self.gpu_tiers:
+            return self.gpu_tiers
+        return (
+            legacy_tier(
+                trainer_job_name=self.trainer_job_name,
+                gpu_type=self.trainer_gpu_type,
+                max_concurrent_jobs=self.max_concurrent_jobs,
+            ),
+        )
+
+    def tier(self, name: str | None) -> GpuTier:
+        """A job's tier by name (None: a job recorded before tiers, on the first tier)."""
+        tiers = self.tiers
+        if name is None:
+            return tiers[0]
+        for tier in tiers:
+            if tier.name == name:
+                return tier
+        raise SettingsError(f"GPU_TIERS has no tier '{name}' (a job names it)")
 
     @property
     def layout(self) -> StorageLayout:
@@ -146,8 +183,6 @@ class LauncherSettings(ServiceSettings):
     """Deployables that start, inspect or stop trainer executions."""
 
     launcher: LauncherBackend = Field(LauncherBackend.CLOUD_RUN, validation_alias=env("LAUNCHER"))
-    trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
-    max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
     # Slots one owner's jobs may hold at once; 0: any number up to max_concurrent_jobs.
     max_concurrent_jobs_per_owner: int = Field(
         0, ge=0, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS_PER_OWNER")

@@ -400,6 +400,16 @@ TEXT_ONLY_MODEL = re.compile(
 _METHOD_ALIASES = {method.value.lower(): method.value for method in Method}
 
 
+class ComputeConfig(Contract):
+    tier: str = Field(
+        "auto",
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="The GPU tier to train on (`GET /tiers` lists them), or `auto`: the "
+        "smallest tier whose GPUs hold the job's memory estimate. A named tier that cannot "
+        "hold it is refused with the estimate.",
+    )
+
+
 class TrainingConfig(Contract):
     base_model_id: str = Field(
         ..., description="A Hub id (`google/gemma-3-1b-it`) or a `gs://bucket/prefix/` snapshot."
@@ -413,6 +423,9 @@ class TrainingConfig(Contract):
     eval_config: EvalConfig | None = Field(None, description="Evaluation; off when null.")
     wandb_config: WandbConfig | None = Field(None, description="Weights & Biases logging.")
     reward_config: RewardConfig | None = Field(None, description="GRPO rewards (GRPO only).")
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="Where the job trains: its GPU tier."
+    )
 
     @field_validator("base_model_id")
     @classmethod

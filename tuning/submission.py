@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuning.errors import ConflictError, TransientError, TuningError
-from tuning.jobs import JobRecord, new_job_id, new_job_record, stable_suffix
+from tuning.jobs import JobRecord, Placement, new_job_id, new_job_record, stable_suffix
+from tuning.placement import place_job
 from tuning.services import Services
 from tuning.spec import JobReference, TrainRequest
 from tuning.tenancy import check_request
@@ -62,9 +63,12 @@ def submit_job(
     existing = services.jobs.find(job_id)
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
+    placement = place(request, services)
     try:
         references = store_secrets(request, job_id=job_id, services=services)
-        return _record_job(request, job_id, owner, references, services=services, publish=publish)
+        return _record_job(
+            request, job_id, owner, references, placement, services=services, publish=publish
+        )
     except TuningError as error:
         remove_job_data(job_id, services=services)
         raise TransientError(f"could not queue job {job_id}: {error.message}") from error
@@ -83,9 +87,12 @@ def record_published_job(
     existing = services.jobs.find(job_id)
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
+    placement = place(request, services)
     references = referenced_secrets(request)
     try:
-        return _record_job(request, job_id, owner, references, services=services, publish=False)
+        return _record_job(
+            request, job_id, owner, references, placement, services=services, publish=False
+        )
     except TuningError as error:
         remove_job_files(job_id, services=services)
         raise TransientError(f"could not queue job {job_id}: {error.message}") from error
@@ -96,6 +103,7 @@ def _record_job(
     job_id: str,
     owner: str | None,
     references: dict[str, str],
+    placement: Placement,
     *,
     services: Services,
     publish: bool,
@@ -108,6 +116,7 @@ def _record_job(
         owner=owner,
         config_uri=config_uri,
         secret_references=references,
+        placement=placement,
     )
     stored, created = services.jobs.create(record)
     if not created:  # a concurrent submit with the same key got there first
@@ -117,6 +126,14 @@ def _record_job(
             services.settings.requests_topic, JobReference(job_id=job_id), job_id=job_id
         )
     return Submitted(job=stored, created=True)
+
+
+def place(request: TrainRequest, services: Services) -> Placement:
+    """The job's GPU tier (InvalidRequestError when none can hold it): decided before any
+    write, so a refusal leaves nothing behind."""
+    return place_job(
+        request.training_config, tiers=services.settings.tiers, storage=services.storage
+    )
 
 
 def referenced_secrets(request: TrainRequest) -> dict[str, str]:

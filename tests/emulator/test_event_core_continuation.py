@@ -65,7 +65,9 @@ def test_a_handed_off_job_continues_in_a_new_execution_keeping_its_slot(core):
     assert (job.execution, job.executions, job.handoff) == (result.execution, 2, None)
     assert job.status_reason == CONTINUING_REASON
     assert [launched for launched, _ in core.launcher.launched] == ["long", "long"]
-    assert set(GpuSlots.for_settings(core.services.jobs, core.settings).holders()) == {"long"}
+    assert set(
+        GpuSlots.for_tier(core.services.jobs, core.settings, core.settings.tiers[0]).holders()
+    ) == {"long"}
 
 
 def test_a_failed_continuation_launch_keeps_the_slot_and_can_be_retried(core):
@@ -77,7 +79,9 @@ def test_a_failed_continuation_launch_keeps_the_slot_and_can_be_retried(core):
 
     job = core.services.jobs.get("long")
     assert job.handoff is not None and job.dispatch_claim is None
-    assert set(GpuSlots.for_settings(core.services.jobs, core.settings).holders()) == {"long"}
+    assert set(
+        GpuSlots.for_tier(core.services.jobs, core.settings, core.settings.tiers[0]).holders()
+    ) == {"long"}
     core.launcher.error = None
     assert dispatch_job("long", services=core.services).outcome is DispatchOutcome.LAUNCHED
 

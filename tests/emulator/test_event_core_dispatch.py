@@ -80,7 +80,7 @@ def test_capacity_is_strict_under_concurrent_deliveries(core):
     )
     assert dispatch_or_capacity(core, waiting[0]) == DispatchOutcome.LAUNCHED
     assert dispatch_or_capacity(core, waiting[1]) == "at_capacity"
-    slots = GpuSlots.for_settings(core.services.jobs, core.settings)
+    slots = GpuSlots.for_tier(core.services.jobs, core.settings, core.settings.tiers[0])
     assert set(slots.holders()) == {launched[1], waiting[0]}
 
 
@@ -177,7 +177,9 @@ def test_a_transient_launch_failure_gives_the_claim_and_the_slot_back(core):
     job = core.services.jobs.get("job-a")
     assert job.dispatch_claim is None and job.execution is None
     assert "retried" in (job.status_reason or "")
-    assert GpuSlots.for_settings(core.services.jobs, core.settings).holders() == {}
+    assert (
+        GpuSlots.for_tier(core.services.jobs, core.settings, core.settings.tiers[0]).holders() == {}
+    )
     core.launcher.error = None
     assert dispatch_job("job-a", services=core.services).outcome is DispatchOutcome.LAUNCHED
 

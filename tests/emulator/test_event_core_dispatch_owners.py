@@ -119,5 +119,5 @@ def test_ownerless_published_jobs_share_one_owner_slot_allowance(core):
     )
     waiting = [job for job in core.services.jobs.list_jobs(limit=10).jobs if job.execution is None]
     assert [(job.owner, job.status_reason) for job in waiting] == [(None, owner_waiting_reason(1))]
-    slots = GpuSlots.for_settings(core.services.jobs, core.settings).slots()
+    slots = GpuSlots.for_tier(core.services.jobs, core.settings, core.settings.tiers[0]).slots()
     assert sorted(slots.owners.values()) == sorted([OWNERLESS, "ann@example.com"])

@@ -6,17 +6,14 @@ tolerance says how far the estimate may be from it, and why that far.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tuning.estimates import GIB, MemoryEstimate, ModelShape, estimate_training_memory
+from tuning.model_catalog import CATALOG, catalog_config
 
-CONFIGS = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "estimates" / "gemma_configs.json").read_text()
-)["models"]
+CONFIGS = CATALOG
 GB = 10**9  # the sources below write decimal gigabytes
 
 
@@ -271,3 +268,24 @@ def test_describe_is_one_line_in_gib() -> None:
     assert "\n" not in line
     assert line.startswith("about ") and "GiB per GPU" in line
     assert "weights" in line and "activations" in line and "logits" in line
+
+
+@pytest.mark.parametrize(
+    ("hub_id", "entry"),
+    [
+        ("google/gemma-3-1b-it", "gemma-3-1b"),
+        ("google/gemma-3-1b-pt", "gemma-3-1b"),
+        ("google/gemma-3-270m", "gemma-3-270m"),
+        ("google/gemma-3-27b-it", "gemma-3-27b"),
+        ("google/gemma-2-9b-it", "gemma-2-9b"),
+    ],
+)
+def test_google_s_checkpoints_are_found_in_the_catalog(hub_id, entry):
+    assert catalog_config(hub_id) == CATALOG[entry]["config"]
+
+
+@pytest.mark.parametrize(
+    "hub_id", ["someone/gemma-3-1b-it", "google/gemma-3-1b-it-qat", "google/gemma-3-5b"]
+)
+def test_other_models_are_not_in_the_catalog(hub_id):
+    assert catalog_config(hub_id) is None

@@ -23,6 +23,7 @@ from tuning.jobs import (
     JobRecord,
     JobStatus,
     Metrics,
+    Placement,
     Progress,
 )
 from tuning.spec import GgufQuantization, Method, Modality, TrainerType, field_error
@@ -149,6 +150,9 @@ class JobDetail(Answer):
     resumed_from_step: int | None = Field(
         None, description="The checkpoint step the current attempt resumed from."
     )
+    placement: Placement | None = Field(
+        None, description="The GPU tier the job trains on and the memory estimate behind it."
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord) -> JobDetail:
@@ -182,6 +186,7 @@ class JobDetail(Answer):
             executions=job.executions,
             last_attempt_end=job.last_attempt_end,
             resumed_from_step=job.resumed_from_step,
+            placement=job.placement,
         )
 
 

@@ -37,7 +37,7 @@ def cancel_job(
     if job.status.is_terminal:
         raise ConflictError(f"the job is already {job.status.value}", field="job_id")
     if job.execution:
-        services.launcher.cancel(job.execution)
+        services.launcher_for(job).cancel(job.execution)
     reason = f"cancelled by {caller}" if caller else "cancelled by the user"
     # seq 0 of the user's source: a retried cancel is the same event, applied once.
     event = CancelledEvent(
@@ -68,7 +68,7 @@ def delete_job(job_id: str, *, services: Services, owner: str | None) -> DeleteR
     """Delete everything the job left behind, the record last; 503 asks for a retry."""
     job = visible_job(job_id, services=services, owner=owner)
     if job.execution and not job.status.is_terminal:
-        services.launcher.cancel(job.execution)
+        services.launcher_for(job).cancel(job.execution)
     deleted: list[str] = []
     storage, layout = services.storage, services.settings.layout
     steps: list[Callable[[], list[str]]] = [

@@ -1,0 +1,99 @@
+"""Where a job trains: its GPU tier, chosen at submit from the job's memory estimate.
+
+The estimate (tuning/estimates.py) needs the base model's shape. A `gs://` model's
+`config.json` is read from its folder (the location check of tuning/tenancy.py has already
+passed); a Hub id of Google's Gemma checkpoints is looked up in the catalog of published
+configs (tuning/model_catalog.py: the functions cannot reach the Hub for gated repos without
+the caller's token, and should not spend a request on it). Any other model is placed on the
+smallest tier without an estimate, and the trainer estimates from the config it downloads
+before it loads any weights, failing fast when the tier cannot hold the job.
+
+A refusal is the caller's to fix (InvalidRequestError on `training_config.compute.tier`,
+422) and is decided before anything is written, so it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from tuning.errors import InvalidRequestError, NotFoundError, TuningError
+from tuning.estimates import MemoryEstimate, ModelShape, estimate_training_memory
+from tuning.jobs import Placement
+from tuning.model_catalog import catalog_config
+from tuning.spec import TrainingConfig
+from tuning.tiers import GpuTier, TierChoiceError, choose_tier
+
+logger = logging.getLogger(__name__)
+
+TIER_FIELD = "training_config.compute.tier"
+
+
+def model_config(base_model_id: str, storage: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The model's config.json and where it was read, or (None, None) when unknown here."""
+    if base_model_id.startswith("gs://"):
+        uri = base_model_id.rstrip("/") + "/config.json"
+        try:
+            config = storage.download_json(uri)
+        except NotFoundError:
+            return None, None  # the trainer reports a folder without a model
+        except TuningError as error:  # an estimate is worth a read, not a failed submit
+            logger.warning("could not read %s for the estimate: %s", uri, error)
+            return None, None
+        return (config, uri) if isinstance(config, dict) else (None, None)
+    config = catalog_config(base_model_id)
+    return (config, f"published config of {base_model_id}") if config else (None, None)
+
+
+def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> MemoryEstimate:
+    """What one GPU of `tier` needs for the job."""
+    hp = config.resolved_hyperparameters
+    return estimate_training_memory(
+        shape,
+        method=config.method.value,
+        trainer_type=config.trainer_type.value,
+        max_seq_length=hp.max_seq_length,
+        micro_batch=hp.batch_size,
+        lora_rank=hp.lora_rank,
+        # The trainer checkpoints activations whenever the model is large for its GPU
+        # (trainer/hardware.py); the estimate assumes it does, as it will where it matters.
+        gradient_checkpointing=True,
+        gpu_count=tier.gpu_count,
+        packing=hp.packing,
+        num_generations=hp.num_generations,
+        max_completion_length=hp.max_completion_length,
+    )
+
+
+def place_job(config: TrainingConfig, *, tiers: tuple[GpuTier, ...], storage: Any) -> Placement:
+    """The tier the job trains on, with its estimate; InvalidRequestError when none fits."""
+    raw, source = model_config(config.base_model_id, storage)
+    shape = None
+    if raw is not None:
+        try:
+            shape = ModelShape.from_config(raw)
+        except ValueError as error:
+            logger.warning("no estimate for %s: %s", config.base_model_id, error)
+    estimates: dict[str, MemoryEstimate] = {}
+
+    def needed(tier: GpuTier) -> int | None:
+        if shape is None:
+            return None
+        estimates[tier.name] = estimate_for(shape, config, tier)
+        return estimates[tier.name].total
+
+    try:
+        tier, _ = choose_tier(tiers, config.compute.tier, needed)
+    except TierChoiceError as error:
+        raise InvalidRequestError(str(error), field=TIER_FIELD) from None
+    estimate = estimates.get(tier.name)
+    return Placement(
+        tier=tier.name,
+        gpu_type=tier.gpu_type,
+        gpu_count=tier.gpu_count,
+        gpu_memory_bytes=tier.memory_bytes,
+        estimate_bytes=estimate.total if estimate else None,
+        estimate=dataclasses.asdict(estimate) if estimate else None,
+        estimated_from=source if estimate else None,
+    )
