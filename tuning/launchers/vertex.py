@@ -311,9 +311,11 @@ class VertexLauncher:
         try:
             self._call("POST", f"{execution}:cancel", execution, {})
         except (NotFoundError, api_exceptions.FailedPrecondition):
-            # A finished job answers 400 FAILED_PRECONDITION ("... is in state
-            # JOB_STATE_SUCCEEDED and cannot be cancelled"), which the reference leaves
-            # unsaid: cancellation is best effort, and there is nothing left to stop.
+            # The reference does not say what cancelling a finished job answers; Vertex's
+            # jobs answer 400 FAILED_PRECONDITION ("is in state JOB_STATE_... and cannot be
+            # cancelled"), as Google's gRPC convention has it for an operation the resource's
+            # state rejects (https://cloud.google.com/apis/design/errors#handling_errors).
+            # Cancellation is best effort, and there is nothing left to stop.
             return
 
     def _check_name(self, execution: str) -> None:
