@@ -205,6 +205,12 @@ class LauncherSettings(ServiceSettings):
     # How many executions one job may run in (each at most one task timeout of training,
     # plus Cloud Run's retries of failed attempts): bounds a job's total time on a GPU.
     max_job_executions: int = Field(24, ge=1, le=50, validation_alias=env("TRAINER_MAX_EXECUTIONS"))
+    # Vertex AI tiers run the trainer image as custom jobs under the trainer's account; a
+    # Cloud Run tier's job template holds both instead (terraform/trainer.tf).
+    trainer_image: str | None = Field(None, validation_alias=env("TRAINER_IMAGE"))
+    trainer_service_account: str | None = Field(
+        None, validation_alias=env("TRAINER_SERVICE_ACCOUNT")
+    )
     local_trainer_command: str | None = Field(
         None,
         validation_alias=env("LOCAL_TRAINER_COMMAND"),

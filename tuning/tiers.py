@@ -64,6 +64,9 @@ class GpuTier(BaseModel):
     cloud_run_job: str | None = Field(None, max_length=63)
     # Vertex AI: the machine holding the GPUs (e.g. a3-highgpu-8g for 8 x H100 80 GB).
     machine_type: str | None = Field(None, max_length=64)
+    # How long one execution may train before it checkpoints and hands off (Vertex allows
+    # days: scheduling.timeout); unset: TRAINER_TASK_TIMEOUT_SECONDS, Cloud Run's bound.
+    task_timeout_seconds: int | None = Field(None, ge=60, le=604800)
 
     @model_validator(mode="after")
     def _engine_fields(self) -> GpuTier:

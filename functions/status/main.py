@@ -1,4 +1,4 @@
-"""The status function: list jobs, show one, page its events, sign download URLs.
+"""The status function: list jobs, show one, page its events, sign download URLs, list tiers.
 
 functions-framework --source functions/status/main.py --target serve_job_status
 """
@@ -10,7 +10,8 @@ import functions_framework
 
 from tuning import http
 from tuning.api import queries
-from tuning.api.models import DownloadQuery, EventsQuery, ListJobsQuery
+from tuning.api.models import DownloadQuery, EventsQuery, ListJobsQuery, TierList, TierView
+from tuning.tiers import by_capacity
 
 
 def list_jobs(request: flask.Request, query: ListJobsQuery) -> flask.Response:
@@ -56,9 +57,16 @@ def download_artifact(request: flask.Request, job_id: str, query: DownloadQuery)
     return http.json_response(links)
 
 
+def list_tiers(request: flask.Request) -> flask.Response:
+    """GET /tiers: deployment settings, the same for every caller (no job of anyone's)."""
+    tiers = [TierView.of(tier) for tier in by_capacity(API.settings.tiers)]
+    return http.json_response(TierList(tiers=tiers))
+
+
 API = http.Api(
     "status",
     {
+        "list_tiers": list_tiers,
         "list_jobs": list_jobs,
         "get_job": get_job,
         "list_job_events": list_job_events,

@@ -275,3 +275,39 @@ def test_a_claim_whose_dispatcher_died_is_taken_over(core):
 
     assert result.outcome is DispatchOutcome.LAUNCHED
     assert core.services.jobs.get("job-a").dispatch_claim != "dead-dispatcher"
+
+
+def test_each_tier_has_its_own_slots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unique: str
+) -> None:
+    from tests.unit.test_tiers import H100X8, L4
+    from tuning.jobs import Placement
+
+    monkeypatch.setenv("TUNING_LOCAL_SECRETS_FILE", str(tmp_path / "secrets.json"))
+    tiers = [{**L4, "max_concurrent_jobs": 1}, {**H100X8, "max_concurrent_jobs": 1}]
+    core = start_core(unique, GPU_TIERS=json.dumps(tiers))
+
+    def on(tier: str) -> Placement:
+        return Placement(tier=tier, gpu_type="g", gpu_memory_bytes=1)
+
+    for job_id, tier in (("small-1", "l4"), ("small-2", "l4"), ("big-1", "h100x8")):
+        core.services.jobs.create(make_job(job_id, placement=on(tier)))
+
+    outcomes = {
+        job_id: dispatch_or_capacity(core, job_id) for job_id in ("small-1", "small-2", "big-1")
+    }
+
+    # The L4 tier's one slot is taken; the H100 tier's is another tier's, still free.
+    assert outcomes == {
+        "small-1": DispatchOutcome.LAUNCHED,
+        "small-2": "at_capacity",
+        "big-1": DispatchOutcome.LAUNCHED,
+    }
+    assert core.services.jobs.get("small-2").status_reason == waiting_reason(1, 1)
+    with pytest.raises(CapacityError, match="1 of 1 slots of tier l4 are in use"):
+        dispatch_job("small-2", services=core.services)
+    holders = {
+        tier.name: set(GpuSlots.for_tier(core.services.jobs, core.settings, tier).holders())
+        for tier in core.settings.tiers
+    }
+    assert holders == {"l4": {"small-1"}, "h100x8": {"big-1"}}

@@ -141,6 +141,8 @@ def terminal_name(node: ast.AST) -> str | None:
         return node.id
     if isinstance(node, ast.Attribute):
         return node.attr
+    if isinstance(node, ast.Call) and terminal_name(node.func) == "launcher_for":
+        return "launcher"  # services.launcher_for(job): the launcher of the job's tier
     return None
 
 

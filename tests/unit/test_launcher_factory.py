@@ -70,3 +70,45 @@ def test_bad_launcher_settings_name_the_variable():
         LauncherSettings.from_env({**BASE, "TRAINER_MAX_RETRIES": "-1"})
     with pytest.raises(SettingsError, match="LAUNCHER"):
         LauncherSettings.from_env({**BASE, "LAUNCHER": "kubernetes"})
+
+
+def test_each_tier_gets_its_engine_s_launcher():
+    import json
+
+    from tests.unit.test_tiers import H100X8, RTX
+    from tuning.launchers.factory import launcher_for_tier
+    from tuning.launchers.vertex import VertexLauncher
+
+    settings = LauncherSettings.from_env(
+        {
+            **BASE,
+            "GPU_TIERS": json.dumps([{**RTX, "region": "us-central1"}, H100X8]),
+            "TRAINER_IMAGE": "europe-west4-docker.pkg.dev/demo-project/t/trainer:1",
+            "TRAINER_SERVICE_ACCOUNT": "trainer@demo-project.iam.gserviceaccount.com",
+        }
+    )
+    rtx, h100 = settings.tiers
+
+    cloud_run = launcher_for_tier(settings, rtx)
+    vertex = launcher_for_tier(settings, h100)
+
+    assert isinstance(cloud_run, CloudRunLauncher)
+    assert cloud_run.job_resource == "projects/demo-project/locations/us-central1/jobs/trainer-rtx"
+    assert isinstance(vertex, VertexLauncher)
+    assert (vertex.machine_type, vertex.accelerator_count) == ("a3-highgpu-8g", 8)
+    assert vertex.parent == "projects/demo-project/locations/europe-west4"
+    # What the Cloud Run job's template gives the trainer, the custom job carries itself.
+    assert vertex.extra_env["GCS_MODELS_BUCKET_NAME"] == "demo-models"
+    assert vertex.extra_env["TRAINER_MAX_RETRIES"] == "0"
+
+
+def test_a_vertex_tier_without_the_trainer_image_is_a_clear_error():
+    import json
+
+    from tests.unit.test_tiers import H100X8
+    from tuning.launchers.factory import launcher_for_tier
+
+    settings = LauncherSettings.from_env({**BASE, "GPU_TIERS": json.dumps([H100X8])})
+
+    with pytest.raises(SettingsError, match="set TRAINER_IMAGE and TRAINER_SERVICE_ACCOUNT"):
+        launcher_for_tier(settings, settings.tiers[0])

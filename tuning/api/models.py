@@ -27,6 +27,7 @@ from tuning.jobs import (
     Progress,
 )
 from tuning.spec import GgufQuantization, Method, Modality, TrainerType, field_error
+from tuning.tiers import Engine, GpuTier
 
 MAX_PAGE_TOKEN_LENGTH = 1000
 
@@ -67,6 +68,32 @@ class ErrorResponse(Answer):
 class Health(Answer):
     status: Literal["ok"] = "ok"
     function: str = Field(..., description="Which function answered.")
+
+
+class TierView(Answer):
+    name: str = Field(..., description="What `training_config.compute.tier` names.")
+    engine: Engine
+    gpu_type: str
+    gpu_count: int
+    gpu_memory_gib: float = Field(..., description="Memory of one of its GPUs.")
+    max_concurrent_jobs: int = Field(..., description="Jobs it trains at once.")
+
+    @classmethod
+    def of(cls, tier: GpuTier) -> TierView:
+        return cls(
+            name=tier.name,
+            engine=tier.engine,
+            gpu_type=tier.gpu_type,
+            gpu_count=tier.gpu_count,
+            gpu_memory_gib=tier.gpu_memory_gib,
+            max_concurrent_jobs=tier.max_concurrent_jobs,
+        )
+
+
+class TierList(Answer):
+    """`GET /tiers`: the GPU tiers of the deployment, smallest first."""
+
+    tiers: list[TierView]
 
 
 class SubmitResponse(Answer):

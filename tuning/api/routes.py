@@ -23,6 +23,7 @@ from tuning.api.models import (
     ListJobsQuery,
     Query,
     SubmitResponse,
+    TierList,
 )
 from tuning.ids import IDEMPOTENCY_KEY_PATTERN, SEGMENT_PATTERN
 from tuning.spec import TrainRequest
@@ -120,6 +121,15 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={200: (EventList, "One page of events, oldest first.")},
         errors=(400, *JOB_ERRORS),
         query=EventsQuery,
+    ),
+    Operation(
+        operation_id="list_tiers",
+        method="GET",
+        path="/tiers",
+        function="status",
+        summary="The GPU tiers jobs train on, smallest first (what `compute.tier` may name).",
+        answers={200: (TierList, "The tiers.")},
+        errors=(401, 422, 503),
     ),
     Operation(
         operation_id="delete_job",

@@ -8,7 +8,7 @@ trainer job, a Vertex tier runs Vertex AI custom jobs on its machine type. Local
 from __future__ import annotations
 
 from tuning.launchers import Launcher
-from tuning.settings import LauncherBackend, LauncherSettings, ServiceSettings
+from tuning.settings import LauncherBackend, LauncherSettings, ServiceSettings, SettingsError
 from tuning.tiers import Engine, GpuTier
 
 
@@ -35,9 +35,7 @@ def launcher_for_tier(settings: ServiceSettings, tier: GpuTier) -> Launcher:
             task_timeout_seconds=launcher_settings.trainer_task_timeout_seconds,
         )
     if tier.engine is Engine.VERTEX:
-        raise NotImplementedError(
-            "the Vertex AI launcher is wired in with tuning/launchers/vertex.py"
-        )
+        return _vertex_launcher(launcher_settings, tier)
     from tuning.launchers.cloud_run import CloudRunLauncher
 
     assert tier.cloud_run_job is not None  # a Cloud Run tier names its job (GpuTier)
@@ -45,5 +43,49 @@ def launcher_for_tier(settings: ServiceSettings, tier: GpuTier) -> Launcher:
         project=launcher_settings.project_id,
         region=tier.region or launcher_settings.region,
         job_name=tier.cloud_run_job,
-        task_timeout_seconds=launcher_settings.trainer_task_timeout_seconds,
+        task_timeout_seconds=tier.task_timeout_seconds
+        or launcher_settings.trainer_task_timeout_seconds,
     )
+
+
+def _vertex_launcher(settings: LauncherSettings, tier: GpuTier) -> Launcher:
+    from tuning.launchers.vertex import VertexLauncher
+
+    if not settings.trainer_image or not settings.trainer_service_account:
+        raise SettingsError(
+            f"tier {tier.name} runs on Vertex AI: set TRAINER_IMAGE and TRAINER_SERVICE_ACCOUNT"
+        )
+    assert tier.machine_type is not None  # a Vertex tier names its machine (GpuTier)
+    return VertexLauncher(
+        settings.project_id,
+        tier.region or settings.region,
+        machine_type=tier.machine_type,
+        accelerator_type=tier.gpu_type,
+        accelerator_count=tier.gpu_count,
+        image_uri=settings.trainer_image,
+        service_account=settings.trainer_service_account,
+        task_timeout_seconds=tier.task_timeout_seconds or settings.trainer_task_timeout_seconds,
+        extra_env=trainer_static_environment(settings),
+    )
+
+
+def trainer_static_environment(settings: ServiceSettings) -> dict[str, str]:
+    """What the Cloud Run trainer job's template sets (terraform/trainer.tf), for engines
+    without a template: where the trainer finds its buckets, topic, collection and secrets.
+    Vertex runs one attempt per custom job (no task retries), so that attempt is the last."""
+    return {
+        "PROJECT_ID": settings.project_id,
+        "REGION": settings.region,
+        "GCS_CONFIG_BUCKET_NAME": settings.config_bucket,
+        "GCS_DATA_BUCKET_NAME": settings.data_bucket,
+        "GCS_MODELS_BUCKET_NAME": settings.models_bucket,
+        "TRAINING_REQUESTS_TOPIC": settings.requests_topic,
+        "JOB_EVENTS_TOPIC": settings.events_topic,
+        "JOB_NOTIFICATIONS_TOPIC": settings.notifications_topic,
+        "JOBS_COLLECTION": settings.jobs_collection,
+        "SECRET_BACKEND": settings.secret_backend.value,
+        "SECRET_PREFIX": settings.secret_prefix,
+        "ALLOWED_BASE_MODEL_LOCATIONS": ",".join(settings.allowed_base_model_locations),
+        "TRAINER_MAX_RETRIES": "0",
+        "LOG_FORMAT": "json",
+    }

@@ -56,8 +56,9 @@ SYSTEM_LABELS = {"system": "gemma-tuning"}  # as terraform/main.tf labels every 
 
 # Per-job variables the launcher sets; an operator's extra_env naming one is refused.
 JOB_VARIABLES = frozenset({"JOB_ID", "TRAINER_TASK_TIMEOUT_SECONDS", "TRAINER_ATTEMPT_BASE"})
-# Credentials never go into a job's definition (docs/architecture.md, "Secrets and identity").
-_CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+# Credentials never go into a job's definition (docs/architecture.md, "Secrets and identity"):
+# a name ending like one is refused (SECRET_BACKEND, SECRET_PREFIX are settings, not secrets).
+_CREDENTIAL_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|PRIVATE_KEY)$", re.IGNORECASE)
 
 # JobState (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/JobState) -> ours.
 # CANCELLING "may only go to SUCCEEDED, FAILED or CANCELLED": the job is being stopped, so it
