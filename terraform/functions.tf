@@ -70,6 +70,8 @@ locals {
     LAUNCHER                = "cloudrun"
     TRAINER_JOB_NAME        = google_cloud_run_v2_job.trainer.name
     MAX_CONCURRENT_JOBS     = tostring(var.max_concurrent_jobs)
+    # The one GPU tier Terraform declares so far: the trainer job's GPU (tuning/tiers.py).
+    TRAINER_GPU_TYPE        = var.trainer_gpu.type
     RECONCILE_STALE_SECONDS = tostring(var.reconcile_stale_seconds)
     LOG_FORMAT              = "json"
     # 0: no per-caller share; otherwise one caller's jobs hold at most this many slots.

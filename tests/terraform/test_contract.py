@@ -21,9 +21,19 @@ NOT_FOR_FUNCTIONS = {
     "LOCAL_TRAINER_COMMAND",  # the local launcher only
     "LOCAL_LAUNCHER_DIR",  # the local launcher only
     "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own
+    # Terraform declares the one Cloud Run tier (TRAINER_JOB_NAME, TRAINER_GPU_TYPE) until
+    # its gpu_tiers variable exists (issue 16); Vertex tiers need these then.
+    "GPU_TIERS",
+    "TRAINER_IMAGE",
+    "TRAINER_SERVICE_ACCOUNT",
 }
 NOT_FOR_THE_TRAINER = {
     "JOB_ID",  # dispatch overrides it for each execution
+    # The tiers are the functions' (placement, capacity, launchers): the trainer reads none.
+    "GPU_TIERS",
+    "TRAINER_JOB_NAME",
+    "TRAINER_GPU_TYPE",
+    "MAX_CONCURRENT_JOBS",
     "CLOUD_RUN_TASK_ATTEMPT",  # set by Cloud Run
     "CLOUD_RUN_EXECUTION",  # set by Cloud Run
     "TRAINER_WORK_DIR",  # the default (/tmp/tuning) suits Cloud Run
