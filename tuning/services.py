@@ -67,6 +67,11 @@ class Services:
 
         return launcher_from_settings(self.settings)
 
+    def use(self, **overrides: Any) -> None:
+        """Replace adapters after construction (instrumented servers): as if passed in."""
+        self.__dict__.update(overrides)
+        self._overrides = self._overrides | set(overrides)
+
     def launcher_for(self, job: JobRecord) -> Launcher:
         """The launcher of the job's tier; a `launcher` override serves every tier."""
         if "launcher" in self._overrides:

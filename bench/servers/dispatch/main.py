@@ -4,7 +4,7 @@ from bench.servers.instrument import log_deliveries, recording_launcher
 from functions.dispatch import main as dispatch
 
 if (launcher := recording_launcher()) is not None:
-    # Services reads its instance dict first, so this replaces the launcher it would build.
-    vars(dispatch.SERVICES)["launcher"] = launcher
+    # Replaces the launcher of every tier that Services would build.
+    dispatch.SERVICES.use(launcher=launcher)
 
 dispatch_training_request = log_deliveries("dispatch", dispatch.dispatch_training_request)
