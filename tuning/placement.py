@@ -22,7 +22,7 @@ from tuning.errors import InvalidRequestError, NotFoundError, TuningError
 from tuning.estimates import MemoryEstimate, ModelShape, estimate_training_memory
 from tuning.jobs import Placement
 from tuning.model_catalog import catalog_config
-from tuning.spec import TrainingConfig
+from tuning.spec import TrainerType, TrainingConfig
 from tuning.tiers import GpuTier, TierChoiceError, choose_tier
 
 logger = logging.getLogger(__name__)
@@ -49,11 +49,14 @@ def model_config(base_model_id: str, storage: Any) -> tuple[dict[str, Any] | Non
 def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> MemoryEstimate:
     """What one GPU of `tier` needs for the job."""
     hp = config.resolved_hyperparameters
+    grpo = config.trainer_type is TrainerType.GRPO
     return estimate_training_memory(
         shape,
         method=config.method.value,
         trainer_type=config.trainer_type.value,
-        max_seq_length=hp.max_seq_length,
+        # GRPO's sequences are a prompt plus a generated completion: the estimate adds
+        # max_completion_length to the length it is given.
+        max_seq_length=hp.max_prompt_length if grpo else hp.max_seq_length,
         micro_batch=hp.batch_size,
         lora_rank=hp.lora_rank,
         # The trainer checkpoints activations whenever the model is large for its GPU
@@ -63,6 +66,7 @@ def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> Me
         packing=hp.packing,
         num_generations=hp.num_generations,
         max_completion_length=hp.max_completion_length,
+        beta=hp.beta,  # GRPO Full with beta above 0 holds a reference copy
     )
 
 

@@ -4,7 +4,8 @@ Used by the submit function (which then publishes a `JobReference`) and by
 dispatch for full requests that other services publish (`record_published_job`: their
 secrets are references only, so dispatch never writes or deletes a secret). The order matters:
 what the request names is checked first (`tuning.tenancy`: base model locations, secrets
-shared with the owner), then secrets (only references leave this module), the redacted config,
+shared with the owner) and where the job trains (`tuning.placement`: its GPU tier, or a 422
+when none holds it), then secrets (only references leave this module), the redacted config,
 then the Firestore record, then the message. If any step fails, the steps
 before it are undone, so a failed submit leaves no record, config or secret.
 """

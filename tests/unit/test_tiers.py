@@ -178,3 +178,35 @@ def test_a_bad_tier_declaration_fails_at_start_naming_it(tiers, message):
         ApiSettings.from_env({**BASE, "GPU_TIERS": json.dumps(tiers)})
 
     assert "GPU_TIERS" in str(raised.value) and message in str(raised.value)
+
+
+def test_grpo_is_estimated_on_prompt_plus_completion_and_its_reference_copy():
+    from tuning.estimates import ModelShape
+    from tuning.model_catalog import catalog_config
+    from tuning.placement import estimate_for
+
+    def grpo(**hyperparameters):
+        data = {
+            "processed_dataset_id": "ds",
+            "training_config": {
+                "base_model_id": "google/gemma-3-4b-it",
+                "method": "Full",
+                "trainer_type": "grpo",
+                "reward_config": {"functions": ["format"]},
+                "export_config": {"format": "adapter"},
+                "hyperparameters": hyperparameters,
+            },
+        }
+        return parse_train_request(data).training_config
+
+    shape = ModelShape.from_config(catalog_config("google/gemma-3-4b-it"))
+    (tier,) = parse_tiers([RTX])
+    short, long = (
+        estimate_for(shape, grpo(max_prompt_length=length), tier).total for length in (64, 900)
+    )
+    without, with_reference = (
+        estimate_for(shape, grpo(beta=beta), tier).weights for beta in (0.0, 0.1)
+    )
+
+    assert short < long  # the prompt bound counts, not max_seq_length alone
+    assert with_reference > without  # beta above 0 loads a second copy for the KL term
