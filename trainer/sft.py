@@ -55,8 +55,6 @@ def train_sft(run: TrainingRun) -> TrainingOutcome:
     from trainer.modeling import prepare_model
 
     model, peft_config = prepare_model(run)
-    if run.batching.training_attention is not None:
-        use_attention(model, run.batching.training_attention)
     assistant_only = run.splits.row_format in (RowFormat.MESSAGES, RowFormat.VISION_MESSAGES)
     if assistant_only and not assistant_masks_supported(run.tokenizer):
         assistant_only = False
@@ -80,14 +78,6 @@ def train_sft(run: TrainingRun) -> TrainingOutcome:
     )
     logger.info("batching: %s", run.batching.reason)
     return train_and_measure(trainer, run, SFT_METRICS)
-
-
-def use_attention(model: Any, implementation: str) -> None:
-    """Train with `implementation` (a document-wise kernel for packed rows: trainer/batching.py)."""
-    from trainer.document_attention import register
-
-    register()
-    model.set_attn_implementation(implementation)
 
 
 def _dataset(rows: list[dict[str, Any]], run: TrainingRun) -> Any:
