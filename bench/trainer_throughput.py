@@ -6,7 +6,8 @@ long-tailed chat rows, the same LoRA, one epoch each, on this CPU:
 - seed: plain TRL `SFTTrainer`, no packing, eager attention, random batches of 8;
 - ours: `trainer.sft.train_sft`, the pipeline's own path, with the attention and
   batching plan it makes here for `packing: false` (length-grouped batches of 8)
-  and for `packing: true` (one packed row per micro-batch, accumulation 8 on CPU).
+  and for `packing: true` (padding-free micro-batches of 8 packed rows, SDPA run one
+  document at a time: trainer/document_attention.py).
 
 One epoch, not a fixed number of steps: per-token cost grows with sequence length,
 so only the same rows make the same work (length grouping even puts its longest
@@ -22,16 +23,21 @@ throughput is the steady state, every step after the first (whose one-time set-u
 counts in the time to first optimizer step).
 A packed run also checks that packed examples do not see each other.
 
-    python -m bench.trainer_throughput            # prints the figures as JSON
-    python -m bench.trainer_throughput --proposal # and a batching the pipeline does not have
+    python -m bench.trainer_throughput              # prints the figures as JSON
+    python -m bench.trainer_throughput --proposal   # and a batching the pipeline does not have
+    python -m bench.trainer_throughput --dense-mask # and packing as it was before
 
 The proposal (not in trainer/): rows sorted by length into batches of 8, the batches
 in random order, so that padding all but vanishes while the order stays random.
+The dense-mask variant is the packed plan the pipeline had before document-wise
+attention: one packed row per micro-batch (accumulation 8), SDPA with transformers'
+block-diagonal mask over the row.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -49,6 +55,7 @@ MAX_LENGTH = 512
 SEED = 7
 VARIANTS = ("seed", "ours", "ours-packed")
 PROPOSAL = "proposal-sorted-batches"
+DENSE_MASK = "ours-packed-dense-mask"
 LORA = {"lora_rank": 16, "lora_alpha": 16, "lora_dropout": 0.05}  # the seed's defaults
 
 
@@ -233,6 +240,7 @@ def run_ours(
     *,
     packing: bool,
     sorted_batches: bool = False,
+    dense_mask: bool = False,
 ) -> Any:
     """The pipeline's SFT path with the attention and batching it chooses on this machine."""
     from trainer.batching import plan_batching
@@ -270,6 +278,15 @@ def run_ours(
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
         attention=attention,
     )
+    if dense_mask:  # the packed plan before document-wise attention
+        batching = dataclasses.replace(
+            batching,
+            per_device_batch_size=1,
+            gradient_accumulation_steps=hp.gradient_accumulation_steps * hp.batch_size,
+            eval_packing=False,
+            reason="packing, one packed row per micro-batch, block-diagonal mask",
+            training_attention=None,
+        )
     splits = DatasetSplits(
         train=rows, eval=None, row_format=RowFormat.MESSAGES, train_source="bench", eval_source=None
     )
@@ -338,21 +355,28 @@ def train_with_sorted_batches(run: Any) -> Any:
     return trainer
 
 
-def packed_isolation(trainer: Any, batches: int = 4) -> dict[str, Any]:
-    """Each example's logits alone against its logits inside the packed row it was put in.
+def packed_isolation(trainer: Any, batches: int = 2) -> dict[str, Any]:
+    """Each example's logits alone against its logits inside the packed batch it was put in.
 
-    The control runs the same rows without position ids: what the logits would be if
-    the examples attended to each other, to show that the check can tell.
+    The packed forward pass gets what training gets (the collator's position ids and
+    document boundaries) and runs the attention training ran; each example alone, and the
+    control, run on plain SDPA, the reference. The control runs the same rows without
+    position ids: what the logits would be if the examples attended to each other, to
+    show that the check can tell.
     """
     import torch
 
     model = trainer.model.eval()  # no dropout
+    trained_with = model.config._attn_implementation
     worst = control = 0.0
     examples = 0
     with torch.no_grad():
         for _, batch in zip(range(batches), trainer.get_train_dataloader(), strict=False):
+            model.set_attn_implementation(trained_with)
+            inputs = {key: value for key, value in batch.items() if key != "labels"}
+            packed = model(**inputs).logits
+            model.set_attn_implementation("sdpa")
             ids, positions = batch["input_ids"], batch["position_ids"]
-            packed = model(input_ids=ids, position_ids=positions).logits
             unisolated = model(input_ids=ids).logits
             starts = [*(positions[0] == 0).nonzero().flatten().tolist(), ids.shape[1]]
             for start, end in itertools.pairwise(starts):
@@ -362,7 +386,9 @@ def packed_isolation(trainer: Any, batches: int = 4) -> dict[str, Any]:
                     difference = (alone - unisolated[:, start:end]).abs().max()
                     control = max(control, float(difference))
                 examples += 1
+    model.set_attn_implementation(trained_with)
     return {
+        "attention": trained_with,
         "examples_checked": examples,
         "max_abs_logit_difference": worst,
         "control_without_position_ids": control,
@@ -381,12 +407,13 @@ def run_variant(variant: str, model_dir: Path, data: Path, report: IO[str] | Non
             model_dir,
             rows,
             meter,
-            packing=variant == "ours-packed",
+            packing=variant in ("ours-packed", DENSE_MASK),
             sorted_batches=variant == PROPOSAL,
+            dense_mask=variant == DENSE_MASK,
         )
         batching = trainer.batching_reason
     figures = {"batching": batching, **meter.figures()}
-    if variant == "ours-packed":
+    if variant in ("ours-packed", DENSE_MASK):
         figures["isolation"] = packed_isolation(trainer)
     return figures
 
@@ -508,15 +535,15 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
             seed["padding_fraction"],
             limit,
         ),
-        "packed examples isolated: {} (max |logit difference| alone vs packed {:.1e} over {} "
-        "examples; {:.2f} without position ids)".format(
+        "packed examples isolated: {} ({} attention; max |logit difference| alone vs packed "
+        "{:.1e} over {} examples; {:.2f} without position ids)".format(
             "yes" if isolation["isolated"] else "NO",
+            isolation["attention"],
             isolation["max_abs_logit_difference"],
             isolation["examples_checked"],
             isolation["control_without_position_ids"],
         ),
-        f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} "
-        "cores: other tenants' load slows the packed run (8 small micro-batches a step) more",
+        f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores",
         "{} rows, one epoch: optimizer steps seed {}, ours {} and {}".format(
             rows,
             seed["optimizer_steps"],
@@ -530,8 +557,11 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--variant", choices=[*VARIANTS, PROPOSAL], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variant", choices=[*VARIANTS, PROPOSAL, DENSE_MASK], help=argparse.SUPPRESS
+    )
     parser.add_argument("--proposal", action="store_true", help="measure the proposal too")
+    parser.add_argument("--dense-mask", action="store_true", help="and packing as it was")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
@@ -544,7 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = run_variant(args.variant, args.model, args.data, report)
         args.out.write_text(json.dumps(figures, indent=2))
         return 0
-    variants = (*VARIANTS, PROPOSAL) if args.proposal else VARIANTS
+    variants = (
+        *VARIANTS,
+        *((PROPOSAL,) if args.proposal else ()),
+        *((DENSE_MASK,) if args.dense_mask else ()),
+    )
     print(json.dumps(measure(args.workdir, args.rows, variants), indent=2))
     return 0
 

@@ -1,19 +1,27 @@
 """How training batches are formed, chosen by the attention kernel actually loaded.
 
-Measured on CPU (see ENVIRONMENT.md): TRL's packing turns on padding-free
-mode, which flattens the whole micro-batch into one sequence; without a varlen
-kernel (FlashAttention) attention then spans the whole concatenation and is
-slower than not packing at all. One packed row per micro-batch, with the
-accumulation scaled to keep the rows per optimizer step, bounds attention to
-one `max_length` row and wins again; without packing, length-grouped batches
-cut the padding and win the most.
+Packing (text SFT) always trains padding-free: TRL's BFD packing fills rows of up to
+`max_length` tokens, and its collator flattens a micro-batch of `batch_size` rows into one
+sequence with the documents' boundaries (`cu_seq_lens`) and restarting position ids. What
+keeps the documents apart is the attention: FlashAttention's varlen kernel where the GPU has
+it, else the document-wise variant of the loaded kernel (trainer/document_attention.py),
+which runs SDPA or eager attention on each document alone.
+
+Measured on CPU (bench/trainer_throughput.py): with transformers' dense block-diagonal mask
+instead, each token of a packed row was scored against the whole flattened batch, and packing
+needed one packed row per micro-batch to stay level with unpacked training; attended one
+document at a time it costs what the documents cost and packing beats not packing. Without
+packing, length-grouped batches cut the padding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainer.hardware import FLASH_ATTENTION
+from trainer.hardware import EAGER, FLASH_ATTENTION, SDPA
+
+# The document-wise variant of each kernel that has one, by its registered name.
+DOCUMENT_ATTENTION = {SDPA: "document_sdpa", EAGER: "document_eager"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,9 @@ class BatchingPlan:
     group_by_length: bool
     eval_packing: bool
     reason: str
+    # The attention implementation to train with when it is not the one loaded (packing on
+    # SDPA or eager: their document-wise variants); None keeps the loaded one.
+    training_attention: str | None = None
 
 
 def plan_batching(
@@ -47,12 +58,24 @@ def plan_batching(
             eval_packing=True,
             reason="packing, padding-free with the FlashAttention varlen kernel",
         )
+    if attention in DOCUMENT_ATTENTION:
+        return BatchingPlan(
+            packing=True,
+            per_device_batch_size=batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            group_by_length=False,
+            # Documents stay apart in evaluation as in training, so eval rows pack too.
+            eval_packing=True,
+            reason=f"packing, padding-free, {attention} attention one document at a time",
+            training_attention=DOCUMENT_ATTENTION[attention],
+        )
+    # An attention kernel with no document-wise variant: one packed row per micro-batch
+    # (transformers masks the documents of a row apart), as many rows per optimizer step.
     return BatchingPlan(
         packing=True,
         per_device_batch_size=1,
         gradient_accumulation_steps=gradient_accumulation_steps * batch_size,
         group_by_length=False,
-        # Evaluation keeps padded batches: packed eval rows would span the flattened batch too.
         eval_packing=False,
-        reason=f"packing without a varlen kernel ({attention}): one packed row per micro-batch",
+        reason=f"packing with {attention} attention: one packed row per micro-batch",
     )

@@ -2,6 +2,10 @@
 
 Loss is on assistant turns (conversations) or completions (prompt/completion
 rows), so the model learns to answer and to end its turn, not to echo prompts.
+Plain-string prompt/completion rows go through the model's chat template as a user
+turn and an assistant turn when the tokenizer has one, so the model learns the format
+it is prompted with at inference (`<start_of_turn>` ... `<end_of_turn>`); without a
+template (a base model) prompt and completion are joined as they are, ending with EOS.
 Vision rows go through the model's processor (images to pixel values, each
 image placeholder expanded to the image's soft tokens) batch by batch.
 """
@@ -51,10 +55,19 @@ def assistant_masks_supported(tokenizer: Any) -> bool:
 
 
 def train_sft(run: TrainingRun) -> TrainingOutcome:
+    trainer = sft_trainer(run)
+    logger.info("batching: %s", run.batching.reason)
+    return train_and_measure(trainer, run, SFT_METRICS)
+
+
+def sft_trainer(run: TrainingRun) -> Any:
+    """TRL's SFTTrainer for the job, its model prepared and its rows tokenized."""
     from trainer.evaluation import TokenMetricsSFTTrainer
     from trainer.modeling import prepare_model
 
     model, peft_config = prepare_model(run)
+    if run.batching.training_attention is not None:
+        use_attention(model, run.batching.training_attention)
     assistant_only = run.splits.row_format in (RowFormat.MESSAGES, RowFormat.VISION_MESSAGES)
     if assistant_only and not assistant_masks_supported(run.tokenizer):
         assistant_only = False
@@ -76,15 +89,36 @@ def train_sft(run: TrainingRun) -> TrainingOutcome:
         peft_config=peft_config,
         callbacks=run.callbacks,
     )
-    logger.info("batching: %s", run.batching.reason)
-    return train_and_measure(trainer, run, SFT_METRICS)
+    return trainer
+
+
+def use_attention(model: Any, implementation: str) -> None:
+    """Train with `implementation` (a document-wise kernel for packed rows: trainer/batching.py)."""
+    from trainer.document_attention import register
+
+    register()
+    model.set_attn_implementation(implementation)
 
 
 def _dataset(rows: list[dict[str, Any]], run: TrainingRun) -> Any:
     from datasets import Dataset
 
+    if run.splits.row_format is RowFormat.PROMPT_COMPLETION and has_chat_template(run.tokenizer):
+        return Dataset.from_list([as_turns(row) for row in rows])
     if run.splits.row_format is not RowFormat.VISION_MESSAGES:
         return Dataset.from_list(rows)
     from trainer.images import image_dataset
 
     return image_dataset(rows)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def as_turns(row: dict[str, Any]) -> dict[str, Any]:
+    """A plain-string prompt/completion row as TRL's conversational prompt/completion."""
+    return {
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "completion": [{"role": "assistant", "content": row["completion"]}],
+    }

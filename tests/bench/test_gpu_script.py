@@ -33,6 +33,17 @@ def test_the_gpu_benchmark_dry_run_measures_the_baselines_and_skips_what_needs_c
         assert variants[measured]["finite_loss"] is True
     assert variants["eager"]["speed_vs_eager"] == 1.0
     # Without CUDA these say why they did not run instead of failing the whole script.
-    for needs_cuda in ("fa2", "sdpa+liger", "fa2+liger"):
+    for needs_cuda in ("fa2", "sdpa+liger", "fa2+liger", "unpacked/fa2", "packed/fa2"):
         assert "CUDA" in variants[needs_cuda]["skipped"]
+    assert "CUDA" in variants["packed/flex"]["skipped"]
     assert (tmp_path / "gpu.log").is_file()
+
+    # Packed against unpacked, on the same documents: what CPU can run, it measures.
+    unpacked = variants["unpacked/sdpa"]
+    assert unpacked["speed_vs_unpacked_sdpa"] == 1.0
+    assert unpacked["padding_fraction"] > 0
+    for packed in ("packed/sdpa", "packed/document_sdpa"):
+        assert variants[packed]["tokens_per_second"] > 0
+        assert variants[packed]["finite_loss"] is True
+        assert variants[packed]["real_tokens"] == variants["packed/sdpa"]["real_tokens"]
+    assert "real tokens/s" in run.stdout

@@ -124,13 +124,14 @@ def test_batching_follows_the_available_attention_kernel() -> None:
         8,
         2,
     )
-    # Without a varlen kernel: one packed row per micro-batch, as many rows per optimizer step.
+    # Without a varlen kernel: the same padding-free batches, SDPA run one document at a time.
     assert (padded.packing, padded.per_device_batch_size, padded.gradient_accumulation_steps) == (
         True,
-        1,
-        16,
+        8,
+        2,
     )
-    assert not padded.eval_packing
+    assert (padded.training_attention, padded.eval_packing) == ("document_sdpa", True)
+    assert varlen.training_attention is None
 
 
 def config(**changes: object) -> TrainingConfig:
