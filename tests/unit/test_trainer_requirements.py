@@ -72,3 +72,16 @@ def test_the_image_runs_the_trainer_as_a_non_root_user_without_secrets() -> None
     assert user and not user[-1].startswith(("root", "0"))
     assert not re.search(r"\b\w*(TOKEN|API_KEY|SECRET|PASSWORD)=", runtime), "a secret baked in"
     assert "LLAMA_CPP_DIR=" in runtime and "LLAMA_QUANTIZE=" in runtime
+
+
+def test_flash_attention_is_built_against_the_runtime_s_torch_and_cuda() -> None:
+    # A flash-attn wheel only loads with the torch and CUDA it was compiled against.
+    text = DOCKERFILE.read_text()
+    runtime = re.search(r"^ARG BASE_IMAGE=(\S+)-runtime$", text, re.MULTILINE)
+    devel = re.search(r"^ARG DEVEL_IMAGE=(\S+)-devel$", text, re.MULTILINE)
+
+    assert runtime is not None and devel is not None
+    assert devel[1] == runtime[1]
+    assert re.search(r"^ARG FLASH_ATTN_VERSION=\d", text, re.MULTILINE), "pin its version"
+    final = text[text.rindex("\nFROM ") :]
+    assert "COPY --from=flash-attn" in final and "--no-deps" in final  # keeps the image's torch
