@@ -21,6 +21,7 @@ from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import (
     checkpointing_wanted,
     common_arguments,
+    tokenizing_arguments,
     train_and_measure,
     truncate_prompt,
 )
@@ -32,6 +33,7 @@ def dpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
     hp = run.config.resolved_hyperparameters
     return DPOConfig(
         **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
+        **tokenizing_arguments(run),
         beta=hp.beta,
         max_length=hp.max_seq_length,
         truncation_mode="keep_start",
@@ -92,6 +94,7 @@ def orpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:
     hp = run.config.resolved_hyperparameters
     return ORPOConfig(
         **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
+        **tokenizing_arguments(run),
         beta=hp.beta,
         max_length=hp.max_seq_length,
         remove_unused_columns=False,  # ORPO's collator reads its own tokenized columns

@@ -18,7 +18,12 @@ from typing import Any
 from trainer.data import RowFormat
 from trainer.metrics import SFT_METRICS
 from trainer.run import TrainingOutcome, TrainingRun
-from trainer.training import checkpointing_wanted, common_arguments, train_and_measure
+from trainer.training import (
+    checkpointing_wanted,
+    common_arguments,
+    tokenizing_arguments,
+    train_and_measure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ def sft_config(run: TrainingRun, *, assistant_only_loss: bool, gradient_checkpoi
     vision = run.processor is not None
     return SFTConfig(
         **common_arguments(run, gradient_checkpointing=gradient_checkpointing),
+        **tokenizing_arguments(run),
         max_length=run.config.hyperparameters.max_seq_length,
         packing=plan.packing,  # never for image rows (the pipeline plans them unpacked)
         packing_strategy="bfd",

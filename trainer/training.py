@@ -7,6 +7,7 @@ so every recipe builds its config from `common_arguments` and adds its own field
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from trainer.errors import OutOfMemoryError
@@ -51,6 +52,27 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
         "disable_tqdm": True,
         "use_cpu": not run.hardware.cuda,
     }
+
+
+# Below this many rows per process, starting a worker (a fork that pickles the tokenizer) costs
+# more than the rows it tokenizes.
+ROWS_PER_TOKENIZING_PROCESS = 5_000
+
+
+def tokenizing_processes(rows: int, cpus: int | None = None) -> int | None:
+    """How many processes TRL tokenizes a dataset with (`dataset_num_proc`; None: this one).
+
+    Tokenizing is CPU-bound Python; a GPU task has several cores idle while it runs, and a
+    large dataset would otherwise keep the GPU waiting for one of them.
+    """
+    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    processes = min(available, rows // ROWS_PER_TOKENIZING_PROCESS)
+    return processes if processes > 1 else None
+
+
+def tokenizing_arguments(run: TrainingRun) -> dict[str, Any]:
+    """The config fields of trainers that tokenize their datasets up front (SFT, DPO, ORPO)."""
+    return {"dataset_num_proc": tokenizing_processes(len(run.splits.train))}
 
 
 def checkpointing_wanted(run: TrainingRun, model: Any) -> bool:
