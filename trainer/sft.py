@@ -78,8 +78,11 @@ def sft_trainer(run: TrainingRun) -> Any:
     if assistant_only and not assistant_masks_supported(run.tokenizer):
         assistant_only = False
         run.warn(
-            "the model's chat template cannot mark assistant turns; training on whole "
-            "conversations instead of assistant turns only"
+            "the model's chat template is not one TRL recognises, so it cannot mark the "
+            "assistant's turns: the loss covers whole conversations (user turns and template "
+            "markup too) instead of assistant turns only, so the model also learns to write "
+            "the prompts and train/eval loss are not comparable with assistant-only runs; "
+            "use the model's published template (chat_template.jinja) to train on answers only"
         )
     args = sft_config(
         run,

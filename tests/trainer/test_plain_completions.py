@@ -70,3 +70,110 @@ def test_a_model_without_a_chat_template_joins_prompt_and_completion(
     assert "What colour is the fox?" in text
     assert ids[-1] == tokenizer.eos_token_id  # the model learns to stop
     assert trained_text(tokenizer, ids, mask).strip().startswith("The fox is red.")
+
+
+def conversation_run(model_dir: Path, tmp_path: Path, tokenizer: Any, warnings: list[str]) -> Any:
+    run = run_of(config_of("sft", "LoRA", packing=False), model_dir, tmp_path, tokenizer)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": row["prompt"]},
+                {"role": "assistant", "content": row["completion"]},
+            ]
+        }
+        for row in ROWS
+    ]
+    return dataclasses.replace(
+        run,
+        splits=DatasetSplits(
+            train=rows,
+            eval=None,
+            row_format=RowFormat.MESSAGES,
+            train_source="t",
+            eval_source=None,
+        ),
+        warn=warnings.append,
+    )
+
+
+def test_an_unrecognised_chat_template_is_a_warning_that_says_what_the_loss_covers(
+    tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    # Gemma's turns, but not a template string TRL knows (as a re-typed template would be).
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+        "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+        "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
+    )
+    warnings: list[str] = []
+
+    example = sft_trainer(conversation_run(tiny_gemma3, tmp_path, tokenizer, warnings))
+    labels = example.train_dataset[0].get("labels")
+    ids = example.train_dataset[0]["input_ids"]
+
+    assert len(warnings) == 1 and "not one TRL recognises" in warnings[0]
+    assert "user turns" in warnings[0]
+    trained = (
+        ids
+        if labels is None
+        else [t for t, label in zip(ids, labels, strict=True) if label != -100]
+    )
+    assert "What colour is the fox?" in tokenizer.decode(trained)  # the prompt is trained too
+
+
+def test_gemma_s_own_template_trains_on_answers_only_without_a_warning(
+    tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    warnings: list[str] = []
+
+    trainer = sft_trainer(conversation_run(tiny_gemma3, tmp_path, tokenizer, warnings))
+    example = trainer.train_dataset[0]
+
+    assert warnings == []
+    assert trainer.args.assistant_only_loss
+    trained = tokenizer.decode(
+        [
+            token
+            for token, label in zip(example["input_ids"], example["labels"], strict=True)
+            if label != -100
+        ]
+    )
+    assert trained.startswith("The fox is red.<end_of_turn>") and "fox?" not in trained
+
+
+def test_masks_are_exact_with_google_s_published_gemma_template(
+    tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    # The real template as Google published it with gemma-2-2b-it, read from the pinned
+    # llama.cpp sources (`make llama-cpp`, which CI runs): TRL recognises templates by their
+    # exact string, so a copy of ours or TRL's would prove nothing. The GGUF package of the slow
+    # tier carries no template (the pretrained 270M has none).
+    from transformers import AutoTokenizer
+
+    from trainer.llama_cpp import LlamaCppTools
+
+    published = LlamaCppTools.locate().source_dir / "models/templates/google-gemma-2-2b-it.jinja"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3)
+    tokenizer.chat_template = published.read_text()
+    warnings: list[str] = []
+
+    trainer = sft_trainer(conversation_run(tiny_gemma3, tmp_path, tokenizer, warnings))
+    example = trainer.train_dataset[0]
+
+    assert warnings == [] and trainer.args.assistant_only_loss
+    text = tokenizer.decode(example["input_ids"])
+    assert text.startswith("<bos><start_of_turn>user\nWhat colour is the fox?<end_of_turn>\n")
+    trained = tokenizer.decode(
+        [
+            t
+            for t, label in zip(example["input_ids"], example["labels"], strict=True)
+            if label != -100
+        ]
+    )
+    assert trained.startswith("The fox is red.<end_of_turn>") and "fox?" not in trained
