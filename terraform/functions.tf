@@ -68,10 +68,12 @@ locals {
     OWNER_SCOPING           = tostring(var.owner_scoping)
     SIGNED_URL_TTL_SECONDS  = tostring(var.signed_url_ttl_seconds)
     LAUNCHER                = "cloudrun"
-    TRAINER_JOB_NAME        = google_cloud_run_v2_job.trainer.name
+    TRAINER_JOB_NAME        = google_cloud_run_v2_job.trainer["default"].name
     MAX_CONCURRENT_JOBS     = tostring(var.max_concurrent_jobs)
-    # The one GPU tier Terraform declares so far: the trainer job's GPU (tuning/tiers.py).
+    # The default tier (tuning/tiers.py legacy_tier) when var.gpu_tiers declares none;
+    # otherwise GPU_TIERS lists it with the declared ones.
     TRAINER_GPU_TYPE        = var.trainer_gpu.type
+    GPU_TIERS               = local.gpu_tiers_setting
     RECONCILE_STALE_SECONDS = tostring(var.reconcile_stale_seconds)
     LOG_FORMAT              = "json"
     # 0: no per-caller share; otherwise one caller's jobs hold at most this many slots.

@@ -214,8 +214,12 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
 }
 
 resource "google_cloud_run_v2_job_iam_member" "grants" {
-  for_each = { for grant in local.trainer_job_grants : "${grant.account} ${grant.role}" => grant }
-  name     = google_cloud_run_v2_job.trainer.name
+  # Every grant on every tier's trainer job.
+  for_each = {
+    for pair in setproduct(keys(local.trainer_jobs), local.trainer_job_grants) :
+    "${pair[0] == "default" ? "" : "${pair[0]} "}${pair[1].account} ${pair[1].role}" => merge(pair[1], { job = pair[0] })
+  }
+  name     = google_cloud_run_v2_job.trainer[each.value.job].name
   location = var.region
   member   = lookup(local.members, each.value.account, each.value.account)
   role     = startswith(each.value.role, "custom:") ? google_project_iam_custom_role.roles[trimprefix(each.value.role, "custom:")].id : each.value.role

@@ -36,8 +36,13 @@ output "buckets" {
 }
 
 output "trainer_job_name" {
-  description = "Name of the trainer Cloud Run job (TRAINER_JOB_NAME)."
-  value       = google_cloud_run_v2_job.trainer.name
+  description = "Name of the default tier's trainer Cloud Run job (TRAINER_JOB_NAME)."
+  value       = google_cloud_run_v2_job.trainer["default"].name
+}
+
+output "trainer_job_names" {
+  description = "The Cloud Run trainer job of each Cloud Run GPU tier, by tier name."
+  value       = { for tier, job in google_cloud_run_v2_job.trainer : tier => job.name }
 }
 
 output "trainer_image_repository" {

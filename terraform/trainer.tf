@@ -1,4 +1,4 @@
-# The trainer: a Cloud Run job with one NVIDIA GPU, started once per training job by
+# The trainer: Cloud Run jobs with one NVIDIA GPU (one job per GPU tier), started once per training job by
 # dispatch (the execution's only override is JOB_ID), and the Artifact Registry
 # repositories its image and the functions' images live in.
 
@@ -85,8 +85,57 @@ resource "google_artifact_registry_repository" "functions" {
   depends_on = [google_project_service.enabled]
 }
 
+# One Cloud Run trainer job per Cloud Run GPU tier: the GPU type, CPU and memory are part of a
+# job's template, so each tier has its own. "default" is the job of var.trainer_gpu, which every
+# deployment has (earlier versions' only trainer job: the moved block keeps it in place).
+locals {
+  trainer_jobs = merge(
+    { default = { name = "${var.prefix}-trainer", gpu = var.trainer_gpu } },
+    {
+      for tier in var.gpu_tiers : tier.name => {
+        name = "${var.prefix}-trainer-${tier.name}"
+        gpu  = { type = tier.gpu_type, cpu = tier.cpu, memory = tier.memory }
+      } if tier.engine == "cloudrun"
+    },
+  )
+}
+
+# GPU_TIERS for the functions (tuning/settings.py): empty when no tier is declared (the functions
+# then make the default tier from TRAINER_JOB_NAME and TRAINER_GPU_TYPE), else every tier.
+locals {
+  gpu_tiers_setting = length(var.gpu_tiers) == 0 ? "" : jsonencode(concat(
+    [{
+      name                = "default"
+      engine              = "cloudrun"
+      gpu_type            = var.trainer_gpu.type
+      gpu_memory_gib      = local.cloud_run_gpu_memory_gib[var.trainer_gpu.type]
+      max_concurrent_jobs = var.max_concurrent_jobs
+      cloud_run_job       = local.trainer_jobs["default"].name
+    }],
+    [
+      for tier in var.gpu_tiers : merge(
+        {
+          name                = tier.name
+          engine              = tier.engine
+          gpu_type            = tier.gpu_type
+          gpu_memory_gib      = local.cloud_run_gpu_memory_gib[tier.gpu_type]
+          max_concurrent_jobs = tier.max_concurrent_jobs
+          cloud_run_job       = local.trainer_jobs[tier.name].name
+        },
+        tier.task_timeout_seconds == null ? {} : { task_timeout_seconds = tier.task_timeout_seconds },
+      )
+    ],
+  ))
+}
+
+moved {
+  from = google_cloud_run_v2_job.trainer
+  to   = google_cloud_run_v2_job.trainer["default"]
+}
+
 resource "google_cloud_run_v2_job" "trainer" {
-  name                = "${var.prefix}-trainer"
+  for_each            = local.trainer_jobs
+  name                = each.value.name
   location            = var.region
   launch_stage        = var.trainer_launch_stage
   deletion_protection = var.deletion_protection
@@ -108,7 +157,7 @@ resource "google_cloud_run_v2_job" "trainer" {
       gpu_zonal_redundancy_disabled = !var.trainer_gpu_zonal_redundancy
 
       node_selector {
-        accelerator = var.trainer_gpu.type
+        accelerator = each.value.gpu.type
       }
 
       containers {
@@ -116,8 +165,8 @@ resource "google_cloud_run_v2_job" "trainer" {
 
         resources {
           limits = {
-            cpu              = var.trainer_gpu.cpu
-            memory           = var.trainer_gpu.memory
+            cpu              = each.value.gpu.cpu
+            memory           = each.value.gpu.memory
             "nvidia.com/gpu" = "1"
           }
         }

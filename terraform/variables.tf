@@ -362,6 +362,67 @@ variable "trainer_gpu" {
   }
 }
 
+# The usable memory of one GPU of each Cloud Run type, as the functions' placement counts it
+# (tuning/tiers.py CLOUD_RUN_GPU_MEMORY_GIB; tests/terraform/test_contract.py keeps them equal).
+locals {
+  cloud_run_gpu_memory_gib = {
+    "nvidia-l4"           = 22.4
+    "nvidia-rtx-pro-6000" = 95.5
+  }
+}
+
+variable "gpu_tiers" {
+  description = "GPU tiers besides the default one (var.trainer_gpu, tier \"default\"): each a name (lower case, digits, dashes), engine \"cloudrun\", gpu_type, cpu and memory (Cloud Run's minimums per GPU as for trainer_gpu) and max_concurrent_jobs (its own capacity slots); optional task_timeout_seconds. Each gets its own Cloud Run trainer job (<prefix>-trainer-<name>). A job names one in training_config.compute.tier, or `auto` picks the smallest whose memory estimate fits (README, GPU tiers)."
+  type = list(object({
+    name                 = string
+    engine               = optional(string, "cloudrun")
+    gpu_type             = string
+    cpu                  = optional(string, "8")
+    memory               = optional(string, "32Gi")
+    max_concurrent_jobs  = optional(number, 1)
+    task_timeout_seconds = optional(number)
+  }))
+  default  = []
+  nullable = false
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : can(regex("^[a-z][a-z0-9-]{0,30}$", tier.name)) && !contains(["default", "auto"], tier.name)])
+    error_message = "gpu_tiers: each name must be lower case letters, digits and dashes (at most 31, starting with a letter), and neither \"default\" (var.trainer_gpu's tier) nor \"auto\" (a job's request to choose)."
+  }
+  validation {
+    condition     = length(distinct([for tier in var.gpu_tiers : tier.name])) == length(var.gpu_tiers)
+    error_message = "gpu_tiers: two tiers have the same name."
+  }
+  # Vertex AI tiers (multi-GPU machines) need the Vertex API and its IAM grants, which this
+  # configuration does not declare yet (issue 16); the functions' Vertex launcher exists.
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine == "cloudrun"])
+    error_message = "gpu_tiers: engine must be \"cloudrun\"; Vertex AI tiers are not declared by this Terraform configuration yet."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : contains(keys(local.cloud_run_gpu_types), tier.gpu_type)])
+    error_message = "gpu_tiers: gpu_type must be a Cloud Run GPU: ${join(" or ", keys(local.cloud_run_gpu_types))}."
+  }
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : try(
+        can(regex("^[0-9]+$", tier.cpu)) && tonumber(tier.cpu) >= local.cloud_run_gpu_types[tier.gpu_type].min_cpu
+        && can(regex("^[0-9]+Gi$", tier.memory)) && tonumber(trimsuffix(tier.memory, "Gi")) >= local.cloud_run_gpu_types[tier.gpu_type].min_memory_gib
+        && (local.cloud_run_gpu_types[tier.gpu_type].launch_stage == "GA" || var.trainer_launch_stage == "BETA"),
+        !contains(keys(local.cloud_run_gpu_types), tier.gpu_type)
+      )
+    ])
+    error_message = "gpu_tiers: each tier's cpu (whole CPUs) and memory (in Gi) must meet Cloud Run's minimum for its gpu_type (nvidia-l4: 4 CPU and 16Gi; nvidia-rtx-pro-6000: 20 CPU and 80Gi, and trainer_launch_stage = \"BETA\")."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.max_concurrent_jobs >= 1 && tier.max_concurrent_jobs <= 1000 && floor(tier.max_concurrent_jobs) == tier.max_concurrent_jobs])
+    error_message = "gpu_tiers: max_concurrent_jobs must be a whole number from 1 to 1000."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.task_timeout_seconds == null || try(tier.task_timeout_seconds >= 600 && tier.task_timeout_seconds <= var.trainer_task_timeout_seconds, false)])
+    error_message = "gpu_tiers: task_timeout_seconds must be from 600 to trainer_task_timeout_seconds (every tier's job has that task timeout on Cloud Run)."
+  }
+}
+
 variable "trainer_gpu_zonal_redundancy" {
   description = "Reserve GPU capacity for zonal failover. Off by default: it needs the (scarcer) zonal-redundancy GPU quota and costs more; a failed zone only delays a retried task."
   type        = bool

@@ -24,45 +24,45 @@ run "design" {
   # --- The trainer is a GPU job, sized for it, with its own account and no secrets ------
 
   assert {
-    condition     = try(google_cloud_run_v2_job.trainer.template[0].template[0].node_selector[0].accelerator, null) == "nvidia-l4"
+    condition     = try(google_cloud_run_v2_job.trainer["default"].template[0].template[0].node_selector[0].accelerator, null) == "nvidia-l4"
     error_message = "The trainer job must run on an nvidia-l4 GPU by default."
   }
   assert {
     condition = (
-      try(google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].resources[0].limits["nvidia.com/gpu"], null) == "1"
-      && google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].resources[0].limits["cpu"] == "8"
-      && google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].resources[0].limits["memory"] == "32Gi"
+      try(google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].resources[0].limits["nvidia.com/gpu"], null) == "1"
+      && google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].resources[0].limits["cpu"] == "8"
+      && google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].resources[0].limits["memory"] == "32Gi"
     )
     error_message = "The trainer container must ask for one GPU with 8 CPU and 32Gi."
   }
   assert {
     condition = (
-      google_cloud_run_v2_job.trainer.template[0].template[0].timeout == "3600s"
-      && google_cloud_run_v2_job.trainer.template[0].template[0].max_retries == 2
-      && google_cloud_run_v2_job.trainer.template[0].task_count == 1
+      google_cloud_run_v2_job.trainer["default"].template[0].template[0].timeout == "3600s"
+      && google_cloud_run_v2_job.trainer["default"].template[0].template[0].max_retries == 2
+      && google_cloud_run_v2_job.trainer["default"].template[0].task_count == 1
     )
     error_message = "Task timeout and retries must come from the variables; one task per execution."
   }
   assert {
     condition = anytrue([
-      for env in google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].env :
-      env.name == "TRAINER_MAX_RETRIES" && env.value == tostring(google_cloud_run_v2_job.trainer.template[0].template[0].max_retries)
+      for env in google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].env :
+      env.name == "TRAINER_MAX_RETRIES" && env.value == tostring(google_cloud_run_v2_job.trainer["default"].template[0].template[0].max_retries)
     ])
     error_message = "The trainer must know the job's max_retries (TRAINER_MAX_RETRIES) to tell its last attempt."
   }
   assert {
-    condition     = google_cloud_run_v2_job.trainer.template[0].template[0].service_account == google_service_account.accounts["trainer"].email
+    condition     = google_cloud_run_v2_job.trainer["default"].template[0].template[0].service_account == google_service_account.accounts["trainer"].email
     error_message = "The trainer must run as its own service account."
   }
   assert {
     condition = alltrue([
-      for env in google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].env :
+      for env in google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].env :
       !can(regex("(?i)token|password|api_key|hf_|wandb", env.name)) && length(env.value_source) == 0
     ])
     error_message = "No secret may be handed to the trainer in an environment variable."
   }
   assert {
-    condition     = startswith(google_cloud_run_v2_job.trainer.template[0].template[0].containers[0].image, "us-central1-docker.pkg.dev/tfcheck-project/tuning-trainer/")
+    condition     = startswith(google_cloud_run_v2_job.trainer["default"].template[0].template[0].containers[0].image, "us-central1-docker.pkg.dev/tfcheck-project/tuning-trainer/")
     error_message = "By default the trainer image comes from the deployment's Artifact Registry repository."
   }
 
@@ -116,7 +116,7 @@ run "design" {
   assert {
     condition = length(distinct(concat(
       [for function in google_cloudfunctions2_function.functions : function.service_config[0].service_account_email],
-      [google_cloud_run_v2_job.trainer.template[0].template[0].service_account],
+      [google_cloud_run_v2_job.trainer["default"].template[0].template[0].service_account],
     ))) == length(google_cloudfunctions2_function.functions) + 1
     error_message = "No two deployables may share a service account."
   }
@@ -255,7 +255,7 @@ run "design" {
     condition = alltrue([
       for name in ["dispatch", "reconcile"] :
       "${google_cloudfunctions2_function.functions[name].service_config[0].environment_variables["TRAINER_TASK_TIMEOUT_SECONDS"]}s"
-      == google_cloud_run_v2_job.trainer.template[0].template[0].timeout
+      == google_cloud_run_v2_job.trainer["default"].template[0].template[0].timeout
     ])
     error_message = "Dispatch and reconcile start executions with the trainer job's own task timeout (TRAINER_TASK_TIMEOUT_SECONDS)."
   }
@@ -319,7 +319,7 @@ run "design" {
         [for topic in google_pubsub_topic.dead_letter : topic.labels],
         [for subscription in google_pubsub_subscription.push : subscription.labels],
         [for function in google_cloudfunctions2_function.functions : function.labels],
-        [google_cloud_run_v2_job.trainer.labels, google_artifact_registry_repository.trainer.labels, google_artifact_registry_repository.functions.labels],
+        [google_cloud_run_v2_job.trainer["default"].labels, google_artifact_registry_repository.trainer.labels, google_artifact_registry_repository.functions.labels],
       ) : labels["system"] == "gemma-tuning" && labels["deployment"] == "tuning" && labels["team"] == "ml-platform"
     ])
     error_message = "Every resource that takes labels must carry the deployment's labels."
@@ -333,9 +333,67 @@ run "another_gpu_follows_the_variable" {
     trainer_launch_stage = "BETA"
   }
   assert {
-    condition     = google_cloud_run_v2_job.trainer.template[0].template[0].node_selector[0].accelerator == "nvidia-rtx-pro-6000"
+    condition     = google_cloud_run_v2_job.trainer["default"].template[0].template[0].node_selector[0].accelerator == "nvidia-rtx-pro-6000"
     error_message = "trainer_gpu.type must select the accelerator."
   }
+}
+
+run "no_gpu_tiers_keeps_the_one_trainer_job" {
+  command = plan
+  assert {
+    condition     = keys(google_cloud_run_v2_job.trainer) == ["default"] && local.gpu_tiers_setting == ""
+    error_message = "Without gpu_tiers there is the one trainer job and GPU_TIERS is empty (the functions make the default tier)."
+  }
+}
+
+run "each_cloud_run_tier_gets_its_job_grants_and_setting" {
+  command = plan
+  variables {
+    trainer_launch_stage = "BETA"
+    gpu_tiers = [
+      { name = "big", gpu_type = "nvidia-rtx-pro-6000", cpu = "20", memory = "80Gi", max_concurrent_jobs = 2 },
+    ]
+  }
+  assert {
+    condition = (
+      google_cloud_run_v2_job.trainer["big"].name == "tuning-trainer-big"
+      && google_cloud_run_v2_job.trainer["big"].template[0].template[0].node_selector[0].accelerator == "nvidia-rtx-pro-6000"
+      && google_cloud_run_v2_job.trainer["big"].template[0].template[0].containers[0].resources[0].limits["memory"] == "80Gi"
+      && google_cloud_run_v2_job.trainer["default"].template[0].template[0].node_selector[0].accelerator == "nvidia-l4"
+    )
+    error_message = "A cloudrun tier must get its own trainer job with its GPU, beside the default one."
+  }
+  assert {
+    condition = length([
+      for grant in google_cloud_run_v2_job_iam_member.grants : grant if grant.name == "tuning-trainer-big"
+    ]) == length(local.trainer_job_grants)
+    error_message = "Dispatch, delete and reconcile need the same grants on every tier's job."
+  }
+  assert {
+    condition = (
+      [for tier in jsondecode(local.gpu_tiers_setting) : tier.name] == ["default", "big"]
+      && jsondecode(local.gpu_tiers_setting)[1].cloud_run_job == "tuning-trainer-big"
+      && jsondecode(local.gpu_tiers_setting)[1].gpu_memory_gib == 95.5
+      && jsondecode(local.gpu_tiers_setting)[1].max_concurrent_jobs == 2
+    )
+    error_message = "GPU_TIERS must list the default tier and each declared one with its job and GPU memory."
+  }
+}
+
+run "a_tier_below_cloud_run_s_minimum_is_refused" {
+  command = plan
+  variables {
+    gpu_tiers = [{ name = "small", gpu_type = "nvidia-l4", cpu = "2", memory = "8Gi" }]
+  }
+  expect_failures = [var.gpu_tiers]
+}
+
+run "a_tier_named_default_is_refused" {
+  command = plan
+  variables {
+    gpu_tiers = [{ name = "default", gpu_type = "nvidia-l4" }]
+  }
+  expect_failures = [var.gpu_tiers]
 }
 
 run "artifact_retention_adds_a_rule" {
@@ -400,7 +458,7 @@ run "allows_twelve_hours_in_preview" {
     trainer_task_timeout_seconds = 43200
   }
   assert {
-    condition     = google_cloud_run_v2_job.trainer.template[0].template[0].timeout == "43200s" && google_cloud_run_v2_job.trainer.launch_stage == "BETA"
+    condition     = google_cloud_run_v2_job.trainer["default"].template[0].template[0].timeout == "43200s" && google_cloud_run_v2_job.trainer["default"].launch_stage == "BETA"
     error_message = "At launch stage BETA a GPU task may run 12 hours."
   }
 }

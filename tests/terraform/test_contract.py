@@ -21,9 +21,7 @@ NOT_FOR_FUNCTIONS = {
     "LOCAL_TRAINER_COMMAND",  # the local launcher only
     "LOCAL_LAUNCHER_DIR",  # the local launcher only
     "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own
-    # Terraform declares the one Cloud Run tier (TRAINER_JOB_NAME, TRAINER_GPU_TYPE) until
-    # its gpu_tiers variable exists (issue 16); Vertex tiers need these then.
-    "GPU_TIERS",
+    # Only Vertex AI tiers need these, and Terraform declares Cloud Run tiers only so far.
     "TRAINER_IMAGE",
     "TRAINER_SERVICE_ACCOUNT",
 }
@@ -149,3 +147,14 @@ def test_every_filter_combination_of_the_job_list_has_its_composite_index() -> N
 
     assert {"owner", "status"} <= parameters.keys()
     assert combinations == {(), ("status",), ("owner",), ("owner", "status")}
+
+
+def test_terraform_counts_each_cloud_run_gpu_s_memory_as_placement_does() -> None:
+    from tuning.tiers import CLOUD_RUN_GPU_MEMORY_GIB
+
+    text = (REPO / "terraform" / "variables.tf").read_text(encoding="utf-8")
+    start = text.index("  cloud_run_gpu_memory_gib = {")
+    body = text[start : text.index("\n  }\n", start)]
+    declared = {name: float(gib) for name, gib in re.findall(r'"([\w-]+)"\s*=\s*([\d.]+)', body)}
+
+    assert declared == CLOUD_RUN_GPU_MEMORY_GIB

@@ -147,7 +147,7 @@ def test_a_trainer_without_gpu_and_an_admin_role_fail_checkov(
         terraform_copy,
         "trainer.tf",
         """      node_selector {
-        accelerator = var.trainer_gpu.type
+        accelerator = each.value.gpu.type
       }
 """,
         "",
@@ -220,11 +220,11 @@ def test_a_reconcile_account_that_cannot_cancel_fails(
     [
         # A job that does not take its sizing from the (validated) variable.
         (
-            "            cpu              = var.trainer_gpu.cpu",
+            "            cpu              = each.value.gpu.cpu",
             '            cpu              = "2"',
         ),
         (
-            "            memory           = var.trainer_gpu.memory",
+            "            memory           = each.value.gpu.memory",
             '            memory           = "8Gi"',
         ),
     ],
@@ -251,19 +251,19 @@ def test_a_preview_gpu_outside_the_beta_launch_stage_fails_checkov(
     plant(
         terraform_copy,
         "trainer.tf",
-        "accelerator = var.trainer_gpu.type",
+        "accelerator = each.value.gpu.type",
         'accelerator = "nvidia-rtx-pro-6000"',
     )
     plant(
         terraform_copy,
         "trainer.tf",
-        "cpu              = var.trainer_gpu.cpu",
+        "cpu              = each.value.gpu.cpu",
         'cpu              = "20"',
     )
     plant(
         terraform_copy,
         "trainer.tf",
-        "memory           = var.trainer_gpu.memory",
+        "memory           = each.value.gpu.memory",
         'memory           = "80Gi"',
     )
 
