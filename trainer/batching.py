@@ -49,25 +49,18 @@ def plan_batching(
             eval_packing=False,
             reason="no packing: length-grouped batches to cut padding",
         )
-    if attention == FLASH_ATTENTION:
+    if attention == FLASH_ATTENTION or attention in DOCUMENT_ATTENTION:
+        # Documents stay apart in evaluation as in training, so eval rows pack too.
         return BatchingPlan(
             packing=True,
             per_device_batch_size=batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps,
             group_by_length=False,
             eval_packing=True,
-            reason="packing, padding-free with the FlashAttention varlen kernel",
-        )
-    if attention in DOCUMENT_ATTENTION:
-        return BatchingPlan(
-            packing=True,
-            per_device_batch_size=batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            group_by_length=False,
-            # Documents stay apart in evaluation as in training, so eval rows pack too.
-            eval_packing=True,
-            reason=f"packing, padding-free, {attention} attention one document at a time",
-            training_attention=DOCUMENT_ATTENTION[attention],
+            reason="packing, padding-free with the FlashAttention varlen kernel"
+            if attention == FLASH_ATTENTION
+            else f"packing, padding-free, {attention} attention one document at a time",
+            training_attention=DOCUMENT_ATTENTION.get(attention),
         )
     # An attention kernel with no document-wise variant: one packed row per micro-batch
     # (transformers masks the documents of a row apart), as many rows per optimizer step.

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from tests.trainer.test_training_defaults import config_of, run_of
-from trainer.data import DatasetSplits, RowFormat
+from tests.trainer.test_training_defaults import config_of, run_of, with_rows
+from trainer.data import RowFormat
 from trainer.sft import sft_trainer
 
 ROWS = [
@@ -19,16 +19,7 @@ ROWS = [
 def first_example(model_dir: Path, tmp_path: Path, tokenizer: Any) -> tuple[list[int], list[int]]:
     """The first training example as TRL tokenized it: ids, and 1 where a token is trained."""
     run = run_of(config_of("sft", "LoRA", packing=False), model_dir, tmp_path, tokenizer)
-    run = dataclasses.replace(
-        run,
-        splits=DatasetSplits(
-            train=ROWS,
-            eval=None,
-            row_format=RowFormat.PROMPT_COMPLETION,
-            train_source="t",
-            eval_source=None,
-        ),
-    )
+    run = with_rows(run, ROWS, RowFormat.PROMPT_COMPLETION)
     example = sft_trainer(run).train_dataset[0]
     return example["input_ids"], [int(label != -100) for label in example["labels"]]
 
@@ -83,17 +74,7 @@ def conversation_run(model_dir: Path, tmp_path: Path, tokenizer: Any, warnings: 
         }
         for row in ROWS
     ]
-    return dataclasses.replace(
-        run,
-        splits=DatasetSplits(
-            train=rows,
-            eval=None,
-            row_format=RowFormat.MESSAGES,
-            train_source="t",
-            eval_source=None,
-        ),
-        warn=warnings.append,
-    )
+    return dataclasses.replace(with_rows(run, rows, RowFormat.MESSAGES), warn=warnings.append)
 
 
 def test_an_unrecognised_chat_template_is_a_warning_that_says_what_the_loss_covers(

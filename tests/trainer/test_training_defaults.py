@@ -3,6 +3,7 @@ which values it trains with."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def run_of(config: TrainingConfig, model_dir: Path, tmp_path: Path, tokenizer: A
         ),
         evaluate=False,
     )
+
+
+def with_rows(run: Any, rows: list[dict[str, Any]], row_format: RowFormat) -> Any:
+    """`run` training on `rows` alone."""
+    splits = DatasetSplits(
+        train=rows, eval=None, row_format=row_format, train_source="t", eval_source=None
+    )
+    return dataclasses.replace(run, splits=splits)
 
 
 def grpo_trainer(config: TrainingConfig, model_dir: Path, tmp_path: Path) -> Any:

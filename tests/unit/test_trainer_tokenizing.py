@@ -25,23 +25,18 @@ def test_tokenizing_processes_follow_rows_and_cores(
 
 
 def test_the_sft_and_preference_configs_carry_the_process_count(tmp_path: Path) -> None:
-    import dataclasses
-
-    from tests.trainer.test_training_defaults import config_of, run_of
-    from trainer.data import DatasetSplits, RowFormat
+    from tests.trainer.test_training_defaults import config_of, run_of, with_rows
+    from trainer.data import RowFormat
     from trainer.preference import dpo_config
     from trainer.sft import sft_config
 
     rows = [{"prompt": "p", "completion": "c"}] * (ROWS_PER_TOKENIZING_PROCESS * 64)
-    splits = DatasetSplits(
-        train=rows,
-        eval=None,
-        row_format=RowFormat.PROMPT_COMPLETION,
-        train_source="t",
-        eval_source=None,
+    sft = with_rows(
+        run_of(config_of("sft", "LoRA"), tmp_path, tmp_path), rows, RowFormat.PROMPT_COMPLETION
     )
-    sft = dataclasses.replace(run_of(config_of("sft", "LoRA"), tmp_path, tmp_path), splits=splits)
-    dpo = dataclasses.replace(run_of(config_of("dpo", "LoRA"), tmp_path, tmp_path), splits=splits)
+    dpo = with_rows(
+        run_of(config_of("dpo", "LoRA"), tmp_path, tmp_path), rows, RowFormat.PROMPT_COMPLETION
+    )
     expected = tokenizing_processes(len(rows))
 
     assert (
