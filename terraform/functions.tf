@@ -89,6 +89,13 @@ locals {
     TRAINER_MAX_EXECUTIONS = tostring(var.trainer_max_executions)
   }
 
+  # What a Vertex AI tier's custom jobs run, and as whom (tuning/launchers/factory.py): the
+  # Cloud Run trainer job's image and account. Only a deployment with a vertex tier sets them.
+  vertex_function_environment = {
+    TRAINER_IMAGE           = local.trainer_image
+    TRAINER_SERVICE_ACCOUNT = google_service_account.accounts["trainer"].email
+  }
+
   function_source_dir = startswith(var.function_source_dir, "/") ? var.function_source_dir : "${path.module}/${var.function_source_dir}"
   function_zips       = { for name in keys(local.functions) : name => "${local.function_source_dir}/${name}.zip" }
   # The object name carries the zip's hash: new code is a new object, and so a new build.
@@ -142,7 +149,7 @@ resource "google_cloudfunctions2_function" "functions" {
     # Pub/Sub push and Cloud Scheduler requests from this project count as internal, so the
     # event handlers need no public ingress; the API's ingress is a deliberate choice.
     ingress_settings      = each.value.kind == "api" ? var.api_ingress : "ALLOW_INTERNAL_ONLY"
-    environment_variables = local.function_environment
+    environment_variables = merge(local.function_environment, local.uses_vertex ? local.vertex_function_environment : {})
   }
 
   # The build needs its account's grants, and a function must not start before its own.

@@ -60,6 +60,23 @@ locals {
       description = "Read and cancel executions of a Cloud Run job (no run, update or delete)."
       permissions = ["run.executions.cancel", "run.executions.get", "run.executions.list", "run.jobs.get"]
     }
+    # https://cloud.google.com/vertex-ai/docs/general/access-control (aiplatform.customJobs.*).
+    # Created only with a vertex tier (vertex_only). Split as the Cloud Run grants are: only
+    # dispatch creates (Cloud Run: runs) custom jobs; dispatch, delete and reconcile read and
+    # cancel them. A custom job that names no service account runs as Vertex AI's own custom
+    # code agent, so create is kept from the accounts that only need to stop jobs.
+    customJobCreator = {
+      title       = "Vertex AI custom job creator"
+      description = "Create Vertex AI custom jobs; running one as an account also takes actAs on it."
+      permissions = ["aiplatform.customJobs.create"]
+      vertex_only = true
+    }
+    customJobCanceller = {
+      title       = "Vertex AI custom job canceller"
+      description = "Read and cancel Vertex AI custom jobs (no create, no delete)."
+      permissions = ["aiplatform.customJobs.cancel", "aiplatform.customJobs.get"]
+      vertex_only = true
+    }
   }
 
   # Firestore has no IAM below the project; Secret Manager checks create and list on the
@@ -71,26 +88,39 @@ locals {
   # function source (https://cloud.google.com/run/docs/configuring/services/build-service-account;
   # it names Storage Object Admin, whose writes this build does not need: images go to
   # Artifact Registry, build_config.docker_repository).
-  project_grants = [
-    { account = "submit", role = "roles/datastore.user", why = "creates job records and reads them back for idempotent retries" },
-    { account = "submit", role = "custom:secretCreator", why = "creates the secret of a token sent with a request; creation is checked on the project, where a name condition cannot apply, and the role holds nothing else" },
-    { account = "submit", role = "roles/secretmanager.secretVersionAdder", job_secrets_only = true, why = "stores the token as a version of its job's own secret, and of no other" },
-    { account = "submit", role = "custom:secretLister", why = "finds the secrets of a submission it rolls back because the request could not be queued" },
-    { account = "submit", role = "custom:secretDeleter", job_secrets_only = true, why = "deletes the secrets of a submission it rolls back" },
-    { account = "status", role = "roles/datastore.viewer", why = "reads job records and their event histories" },
-    { account = "delete", role = "roles/datastore.user", why = "marks jobs cancelled and deletes their records and histories" },
-    { account = "delete", role = "custom:secretLister", why = "finds a job's secrets by label; listing is checked on the project and shows names and labels, never values" },
-    { account = "delete", role = "custom:secretDeleter", job_secrets_only = true, why = "deletes the secrets of the job being deleted" },
-    { account = "dispatch", role = "roles/datastore.user", why = "claims a queued job in a transaction and records its execution" },
-    { account = "dispatch", role = "custom:secretCreator", why = "stores the tokens of full requests published by other services (see submit)" },
-    { account = "dispatch", role = "roles/secretmanager.secretVersionAdder", job_secrets_only = true, why = "stores those tokens in their job's own secret" },
-    { account = "on-job-event", role = "roles/datastore.user", why = "applies lifecycle events to job records" },
-    { account = "reconcile", role = "roles/datastore.user", why = "finds jobs in flight and records the failure of an execution that ended silently" },
-    { account = "trainer", role = "roles/datastore.viewer", why = "checks that its job still exists and was not cancelled" },
-    { account = "trainer", role = "roles/secretmanager.secretAccessor", job_secrets_only = true, why = "reads its job's Hugging Face and W&B tokens; a user's own secret needs its own grant (docs/deploy.md)" },
-    { account = "builder", role = "roles/logging.logWriter", why = "Cloud Build writes the function build logs" },
-    { account = "builder", role = "roles/storage.objectViewer", function_sources_only = true, why = "the build fetches each function's source from the gcf-v2-sources bucket Cloud Functions copies it to (main.tf), and from no other bucket" },
-  ]
+  project_grants = concat(
+    [
+      { account = "submit", role = "roles/datastore.user", why = "creates job records and reads them back for idempotent retries" },
+      { account = "submit", role = "custom:secretCreator", why = "creates the secret of a token sent with a request; creation is checked on the project, where a name condition cannot apply, and the role holds nothing else" },
+      { account = "submit", role = "roles/secretmanager.secretVersionAdder", job_secrets_only = true, why = "stores the token as a version of its job's own secret, and of no other" },
+      { account = "submit", role = "custom:secretLister", why = "finds the secrets of a submission it rolls back because the request could not be queued" },
+      { account = "submit", role = "custom:secretDeleter", job_secrets_only = true, why = "deletes the secrets of a submission it rolls back" },
+      { account = "status", role = "roles/datastore.viewer", why = "reads job records and their event histories" },
+      { account = "delete", role = "roles/datastore.user", why = "marks jobs cancelled and deletes their records and histories" },
+      { account = "delete", role = "custom:secretLister", why = "finds a job's secrets by label; listing is checked on the project and shows names and labels, never values" },
+      { account = "delete", role = "custom:secretDeleter", job_secrets_only = true, why = "deletes the secrets of the job being deleted" },
+      { account = "dispatch", role = "roles/datastore.user", why = "claims a queued job in a transaction and records its execution" },
+      { account = "dispatch", role = "custom:secretCreator", why = "stores the tokens of full requests published by other services (see submit)" },
+      { account = "dispatch", role = "roles/secretmanager.secretVersionAdder", job_secrets_only = true, why = "stores those tokens in their job's own secret" },
+      { account = "on-job-event", role = "roles/datastore.user", why = "applies lifecycle events to job records" },
+      { account = "reconcile", role = "roles/datastore.user", why = "finds jobs in flight and records the failure of an execution that ended silently" },
+      { account = "trainer", role = "roles/datastore.viewer", why = "checks that its job still exists and was not cancelled" },
+      { account = "trainer", role = "roles/secretmanager.secretAccessor", job_secrets_only = true, why = "reads its job's Hugging Face and W&B tokens; a user's own secret needs its own grant (docs/deploy.md)" },
+      { account = "builder", role = "roles/logging.logWriter", why = "Cloud Build writes the function build logs" },
+      { account = "builder", role = "roles/storage.objectViewer", function_sources_only = true, why = "the build fetches each function's source from the gcf-v2-sources bucket Cloud Functions copies it to (main.tf), and from no other bucket" },
+    ],
+    # Vertex AI custom jobs have no IAM policy of their own: these are on the project, and
+    # only where a gpu_tiers entry has engine "vertex". Dispatch's actAs on the trainer
+    # account, which a custom job running as it needs (CustomJobSpec.serviceAccount: "Users
+    # submitting jobs must have act-as permission on this run-as account"), is the one Cloud
+    # Run executions already need (service_account_grants).
+    local.uses_vertex ? [
+      { account = "dispatch", role = "custom:customJobCreator", why = "creates one Vertex AI custom job per execution of a job on a vertex tier, running as the trainer account" },
+      { account = "dispatch", role = "custom:customJobCanceller", why = "reads the custom job it started and cancels it when its job was deleted or cancelled meanwhile" },
+      { account = "delete", role = "custom:customJobCanceller", why = "cancels the running custom job of a cancelled or deleted job on a vertex tier" },
+      { account = "reconcile", role = "custom:customJobCanceller", why = "reads whether a job's custom job is still running and how it ended, and cancels one that hangs (reconcile_stalled_seconds)" },
+    ] : [],
+  )
 
   bucket_grants = [
     { account = "submit", bucket = "config", role = "roles/storage.objectUser", why = "writes the job's redacted config; a retried submission overwrites it, which takes delete as well as create" },
@@ -151,7 +181,7 @@ locals {
 }
 
 resource "google_project_iam_custom_role" "roles" {
-  for_each    = local.custom_roles
+  for_each    = { for key, role in local.custom_roles : key => role if !try(role.vertex_only, false) || local.uses_vertex }
   role_id     = "${replace(var.prefix, "-", "_")}_${each.key}"
   title       = "${var.prefix}: ${each.value.title}"
   description = each.value.description

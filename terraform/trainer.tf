@@ -94,26 +94,52 @@ locals {
     {
       for tier in var.gpu_tiers : tier.name => {
         name = "${var.prefix}-trainer-${tier.name}"
-        gpu  = { type = tier.gpu_type, cpu = tier.cpu, memory = tier.memory }
+        gpu = {
+          type   = tier.gpu_type
+          cpu    = coalesce(tier.cpu, local.cloud_run_tier_defaults.cpu)
+          memory = coalesce(tier.memory, local.cloud_run_tier_defaults.memory)
+        }
       } if tier.engine == "cloudrun"
     },
   )
+
+  # Vertex AI tiers have no job of their own: dispatch creates a custom job per execution
+  # (tuning/launchers/vertex.py) from the trainer image, as the trainer account. Declaring one
+  # enables the Vertex AI API (apis.tf), its grants (iam.tf) and the functions' TRAINER_IMAGE
+  # and TRAINER_SERVICE_ACCOUNT (functions.tf); without one none of these exists.
+  vertex_tiers = [for tier in var.gpu_tiers : tier if tier.engine == "vertex"]
+  uses_vertex  = length(local.vertex_tiers) > 0
 }
 
-# GPU_TIERS for the functions (tuning/settings.py): empty when no tier is declared (the functions
-# then make the default tier from TRAINER_JOB_NAME and TRAINER_GPU_TYPE), else every tier.
+# GPU_TIERS for the functions (tuning/settings.py, parsed by tuning/tiers.py parse_tiers): empty
+# when no tier is declared (the functions then make the default tier from TRAINER_JOB_NAME and
+# TRAINER_GPU_TYPE), else every tier. Each tier is encoded on its own, because a Cloud Run
+# tier's object and a Vertex tier's have different fields (one list of both would not have
+# one type); joined, they are the JSON list jsonencode would write.
 locals {
-  gpu_tiers_setting = length(var.gpu_tiers) == 0 ? "" : jsonencode(concat(
-    [{
+  gpu_tier_entries = concat(
+    [jsonencode({
       name                = "default"
       engine              = "cloudrun"
       gpu_type            = var.trainer_gpu.type
       gpu_memory_gib      = local.cloud_run_gpu_memory_gib[var.trainer_gpu.type]
       max_concurrent_jobs = var.max_concurrent_jobs
       cloud_run_job       = local.trainer_jobs["default"].name
-    }],
+    })],
     [
-      for tier in var.gpu_tiers : merge(
+      for tier in var.gpu_tiers : tier.engine == "vertex" ? jsonencode(merge(
+        {
+          name                = tier.name
+          engine              = tier.engine
+          gpu_type            = tier.gpu_type
+          gpu_count           = tier.gpu_count
+          gpu_memory_gib      = local.vertex_gpu_memory_gib[tier.gpu_type]
+          max_concurrent_jobs = tier.max_concurrent_jobs
+          machine_type        = tier.machine_type
+        },
+        tier.region == null ? {} : { region = tier.region },
+        tier.task_timeout_seconds == null ? {} : { task_timeout_seconds = tier.task_timeout_seconds },
+        )) : jsonencode(merge(
         {
           name                = tier.name
           engine              = tier.engine
@@ -123,9 +149,10 @@ locals {
           cloud_run_job       = local.trainer_jobs[tier.name].name
         },
         tier.task_timeout_seconds == null ? {} : { task_timeout_seconds = tier.task_timeout_seconds },
-      )
+      ))
     ],
-  ))
+  )
+  gpu_tiers_setting = length(var.gpu_tiers) == 0 ? "" : "[${join(",", local.gpu_tier_entries)}]"
 }
 
 moved {

@@ -371,14 +371,58 @@ locals {
   }
 }
 
+# The GPUs a Vertex AI custom job can attach (MachineSpec.acceleratorType) and the machine
+# types each comes on, from "Specifying GPUs" on
+# https://cloud.google.com/vertex-ai/docs/training/configure-compute#specifying_gpus and
+# Compute Engine's accelerator-optimized machines (A3 High: H100 80GB, A3 Mega: H100 Mega,
+# A3 Ultra: H200, A2 Ultra: A100 80GB, A2 Standard: A100 40GB, G2: L4). The memory of one
+# GPU is what the functions' placement counts (tuning/tiers.py VERTEX_GPU_MEMORY_GIB, kept
+# equal by tests/terraform/test_contract.py): the card's total as nvidia-smi reports it, in
+# GiB rounded down (H200 143771 MiB, H100 81559 MiB, A100 80GB 81920 MiB, A100 40GB 40960
+# MiB, L4 23034 MiB, as CLOUD_RUN_GPU_MEMORY_GIB counts the Cloud Run cards).
+locals {
+  vertex_gpu_memory_gib = {
+    "NVIDIA_H200_141GB"     = 140.4
+    "NVIDIA_H100_MEGA_80GB" = 79.6
+    "NVIDIA_H100_80GB"      = 79.6
+    "NVIDIA_A100_80GB"      = 80
+    "NVIDIA_TESLA_A100"     = 40
+    "NVIDIA_L4"             = 22.4
+  }
+  # The machine types that carry each accelerator (a pattern over the name) and what a
+  # message shows of them.
+  vertex_gpu_machines = {
+    "NVIDIA_H200_141GB"     = { pattern = "^a3-ultragpu-8g$", shown = "a3-ultragpu-8g" }
+    "NVIDIA_H100_MEGA_80GB" = { pattern = "^a3-megagpu-8g$", shown = "a3-megagpu-8g" }
+    "NVIDIA_H100_80GB"      = { pattern = "^a3-highgpu-[1248]g$", shown = "a3-highgpu-1g/2g/4g/8g" }
+    "NVIDIA_A100_80GB"      = { pattern = "^a2-ultragpu-[1248]g$", shown = "a2-ultragpu-1g/2g/4g/8g" }
+    "NVIDIA_TESLA_A100"     = { pattern = "^a2-(highgpu-[1248]g|megagpu-16g)$", shown = "a2-highgpu-1g/2g/4g/8g, a2-megagpu-16g" }
+    "NVIDIA_L4"             = { pattern = "^g2-standard-(4|8|12|16|24|32|48|96)$", shown = "g2-standard-4 to -96" }
+  }
+  # GPUs per machine: an A2 or A3 machine names its count (a3-highgpu-8g: 8); G2's do not.
+  g2_machine_gpu_count = {
+    "g2-standard-4"  = 1, "g2-standard-8" = 1, "g2-standard-12" = 1, "g2-standard-16" = 1,
+    "g2-standard-24" = 2, "g2-standard-32" = 1, "g2-standard-48" = 4, "g2-standard-96" = 8,
+  }
+  # What a Cloud Run tier that leaves cpu or memory unset gets.
+  cloud_run_tier_defaults = { cpu = "8", memory = "32Gi" }
+}
+
 variable "gpu_tiers" {
-  description = "GPU tiers besides the default one (var.trainer_gpu, tier \"default\"): each a name (lower case, digits, dashes), engine \"cloudrun\", gpu_type, cpu and memory (Cloud Run's minimums per GPU as for trainer_gpu) and max_concurrent_jobs (its own capacity slots); optional task_timeout_seconds. Each gets its own Cloud Run trainer job (<prefix>-trainer-<name>). A job names one in training_config.compute.tier, or `auto` picks the smallest whose memory estimate fits (README, GPU tiers)."
+  description = <<-EOT
+    GPU tiers besides the default one (var.trainer_gpu, tier "default"). Each has a name (lower case, digits, dashes), an engine, a gpu_type, max_concurrent_jobs (its own capacity slots, default 1) and optionally task_timeout_seconds; a job names one in training_config.compute.tier, or `auto` picks the smallest whose memory estimate fits (README, GPU tiers).
+    engine "cloudrun" (the default): a Cloud Run job with one GPU, <prefix>-trainer-<name>; gpu_type a Cloud Run GPU (nvidia-l4, nvidia-rtx-pro-6000), cpu and memory at least Cloud Run's minimums for it (default 8 and 32Gi), task_timeout_seconds at most trainer_task_timeout_seconds.
+    engine "vertex": a Vertex AI custom job per execution; gpu_type a Vertex accelerator type (NVIDIA_H100_80GB, NVIDIA_A100_80GB, NVIDIA_TESLA_A100, NVIDIA_L4, ...), gpu_count (1-16) and machine_type (required, e.g. a3-highgpu-8g with 8 x NVIDIA_H100_80GB), optionally region (default: var.region) and task_timeout_seconds up to 604800 (7 days). Declaring one enables the Vertex AI API and its grants (terraform/README.md).
+  EOT
   type = list(object({
     name                 = string
     engine               = optional(string, "cloudrun")
     gpu_type             = string
-    cpu                  = optional(string, "8")
-    memory               = optional(string, "32Gi")
+    gpu_count            = optional(number, 1)
+    cpu                  = optional(string) # Cloud Run only (local.cloud_run_tier_defaults when unset)
+    memory               = optional(string) # Cloud Run only
+    machine_type         = optional(string) # Vertex AI only, and required there
+    region               = optional(string) # Vertex AI only
     max_concurrent_jobs  = optional(number, 1)
     task_timeout_seconds = optional(number)
   }))
@@ -392,34 +436,89 @@ variable "gpu_tiers" {
     condition     = length(distinct([for tier in var.gpu_tiers : tier.name])) == length(var.gpu_tiers)
     error_message = "gpu_tiers: two tiers have the same name."
   }
-  # Vertex AI tiers (multi-GPU machines) need the Vertex API and its IAM grants, which this
-  # configuration does not declare yet (issue 16); the functions' Vertex launcher exists.
   validation {
-    condition     = alltrue([for tier in var.gpu_tiers : tier.engine == "cloudrun"])
-    error_message = "gpu_tiers: engine must be \"cloudrun\"; Vertex AI tiers are not declared by this Terraform configuration yet."
-  }
-  validation {
-    condition     = alltrue([for tier in var.gpu_tiers : contains(keys(local.cloud_run_gpu_types), tier.gpu_type)])
-    error_message = "gpu_tiers: gpu_type must be a Cloud Run GPU: ${join(" or ", keys(local.cloud_run_gpu_types))}."
-  }
-  validation {
-    condition = alltrue([
-      for tier in var.gpu_tiers : try(
-        can(regex("^[0-9]+$", tier.cpu)) && tonumber(tier.cpu) >= local.cloud_run_gpu_types[tier.gpu_type].min_cpu
-        && can(regex("^[0-9]+Gi$", tier.memory)) && tonumber(trimsuffix(tier.memory, "Gi")) >= local.cloud_run_gpu_types[tier.gpu_type].min_memory_gib
-        && (local.cloud_run_gpu_types[tier.gpu_type].launch_stage == "GA" || var.trainer_launch_stage == "BETA"),
-        !contains(keys(local.cloud_run_gpu_types), tier.gpu_type)
-      )
-    ])
-    error_message = "gpu_tiers: each tier's cpu (whole CPUs) and memory (in Gi) must meet Cloud Run's minimum for its gpu_type (nvidia-l4: 4 CPU and 16Gi; nvidia-rtx-pro-6000: 20 CPU and 80Gi, and trainer_launch_stage = \"BETA\")."
+    condition     = alltrue([for tier in var.gpu_tiers : contains(["cloudrun", "vertex"], tier.engine)])
+    error_message = "gpu_tiers: engine must be \"cloudrun\" (a Cloud Run job with one GPU) or \"vertex\" (a Vertex AI custom job on a multi-GPU machine)."
   }
   validation {
     condition     = alltrue([for tier in var.gpu_tiers : tier.max_concurrent_jobs >= 1 && tier.max_concurrent_jobs <= 1000 && floor(tier.max_concurrent_jobs) == tier.max_concurrent_jobs])
     error_message = "gpu_tiers: max_concurrent_jobs must be a whole number from 1 to 1000."
   }
+
+  # --- engine "cloudrun" ---------------------------------------------------------------------
   validation {
-    condition     = alltrue([for tier in var.gpu_tiers : tier.task_timeout_seconds == null || try(tier.task_timeout_seconds >= 600 && tier.task_timeout_seconds <= var.trainer_task_timeout_seconds, false)])
-    error_message = "gpu_tiers: task_timeout_seconds must be from 600 to trainer_task_timeout_seconds (every tier's job has that task timeout on Cloud Run)."
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "cloudrun" || contains(keys(local.cloud_run_gpu_types), tier.gpu_type)])
+    error_message = "gpu_tiers: a cloudrun tier's gpu_type must be a Cloud Run GPU: ${join(" or ", keys(local.cloud_run_gpu_types))}."
+  }
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : tier.engine != "cloudrun" || try(
+        can(regex("^[0-9]+$", coalesce(tier.cpu, local.cloud_run_tier_defaults.cpu))) && tonumber(coalesce(tier.cpu, local.cloud_run_tier_defaults.cpu)) >= local.cloud_run_gpu_types[tier.gpu_type].min_cpu
+        && can(regex("^[0-9]+Gi$", coalesce(tier.memory, local.cloud_run_tier_defaults.memory))) && tonumber(trimsuffix(coalesce(tier.memory, local.cloud_run_tier_defaults.memory), "Gi")) >= local.cloud_run_gpu_types[tier.gpu_type].min_memory_gib
+        && (local.cloud_run_gpu_types[tier.gpu_type].launch_stage == "GA" || var.trainer_launch_stage == "BETA"),
+        !contains(keys(local.cloud_run_gpu_types), tier.gpu_type)
+      )
+    ])
+    error_message = "gpu_tiers: each cloudrun tier's cpu (whole CPUs) and memory (in Gi) must meet Cloud Run's minimum for its gpu_type (nvidia-l4: 4 CPU and 16Gi; nvidia-rtx-pro-6000: 20 CPU and 80Gi, and trainer_launch_stage = \"BETA\")."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "cloudrun" || (tier.gpu_count == 1 && tier.machine_type == null && tier.region == null)])
+    error_message = "gpu_tiers: a cloudrun tier has gpu_count 1 (Cloud Run gives one GPU per instance), no machine_type and no region (its job runs in var.region); gpu_count above 1, machine_type and region are for engine \"vertex\"."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "cloudrun" || tier.task_timeout_seconds == null || try(tier.task_timeout_seconds >= 600 && tier.task_timeout_seconds <= var.trainer_task_timeout_seconds, false)])
+    error_message = "gpu_tiers: a cloudrun tier's task_timeout_seconds must be from 600 to trainer_task_timeout_seconds (every Cloud Run tier's job has that task timeout)."
+  }
+
+  # --- engine "vertex" -----------------------------------------------------------------------
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "vertex" || contains(keys(local.vertex_gpu_memory_gib), tier.gpu_type)])
+    error_message = "gpu_tiers: a vertex tier's gpu_type must be a Vertex AI accelerator type this configuration knows: ${join(", ", keys(local.vertex_gpu_memory_gib))}."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "vertex" || can(regex("^[a-z][a-z0-9-]{0,62}$", tier.machine_type))])
+    error_message = "gpu_tiers: a vertex tier must name its machine_type, the Vertex AI machine that carries its GPUs (e.g. a3-highgpu-8g for 8 x NVIDIA_H100_80GB)."
+  }
+  # The two rules below judge a machine_type only against a known gpu_type, and only once
+  # it is named (the rules above report the others): there, try() falls back to "passes".
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : tier.engine != "vertex" || tier.machine_type == null || try(
+        length(regexall(local.vertex_gpu_machines[tier.gpu_type].pattern, tier.machine_type)) > 0,
+        !contains(keys(local.vertex_gpu_machines), tier.gpu_type)
+      )
+    ])
+    error_message = "gpu_tiers: a vertex tier's machine_type must be one that carries its gpu_type: ${join("; ", [for type, machines in local.vertex_gpu_machines : "${type} on ${machines.shown}"])}."
+  }
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : tier.engine != "vertex" || (
+        tier.gpu_count >= 1 && tier.gpu_count <= 16 && floor(tier.gpu_count) == tier.gpu_count
+        && try(
+          tier.gpu_count == (
+            can(regex("-[0-9]+g$", tier.machine_type))
+            ? tonumber(regex("-([0-9]+)g$", tier.machine_type)[0])
+            : local.g2_machine_gpu_count[tier.machine_type]
+          ),
+          true
+        )
+      )
+    ])
+    error_message = "gpu_tiers: a vertex tier's gpu_count must be a whole number from 1 to 16 and the number of GPUs its machine_type has (a3-highgpu-8g: 8; g2-standard-24: 2, g2-standard-48: 4, g2-standard-96: 8, other g2-standard machines: 1)."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "vertex" || (tier.cpu == null && tier.memory == null)])
+    error_message = "gpu_tiers: cpu and memory are a cloudrun tier's; a vertex tier's machine_type decides both."
+  }
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.region == null || can(regex("^[a-z]+-[a-z]+[0-9]$", tier.region))])
+    error_message = "gpu_tiers: region must be a GCP region name such as us-central1 (unset: var.region)."
+  }
+  # Vertex's Scheduling.timeout: "The maximum job running time. The default is 7 days."
+  # (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/CustomJobSpec#Scheduling)
+  validation {
+    condition     = alltrue([for tier in var.gpu_tiers : tier.engine != "vertex" || tier.task_timeout_seconds == null || try(tier.task_timeout_seconds >= 600 && tier.task_timeout_seconds <= 604800 && floor(tier.task_timeout_seconds) == tier.task_timeout_seconds, false)])
+    error_message = "gpu_tiers: a vertex tier's task_timeout_seconds must be a whole number of seconds from 600 to 604800 (7 days: Vertex AI's default for a custom job's longest run, and the most tuning/tiers.py accepts); unset, its jobs get trainer_task_timeout_seconds."
   }
 }
 

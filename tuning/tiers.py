@@ -46,6 +46,17 @@ class Engine(StrEnum):
 # (https://cloud.google.com/run/docs/configuring/jobs/gpu) as nvidia-smi totals them
 # (23034 MiB and 97887 MiB). A tier may declare less to leave headroom.
 CLOUD_RUN_GPU_MEMORY_GIB = {"nvidia-l4": 22.4, "nvidia-rtx-pro-6000": 95.5}
+# The same per Vertex AI accelerator type (MachineSpec.acceleratorType) Terraform declares
+# tiers of (terraform/variables.tf vertex_gpu_memory_gib, which writes each tier's
+# gpu_memory_gib; tests/terraform/test_contract.py keeps the two equal).
+VERTEX_GPU_MEMORY_GIB = {
+    "NVIDIA_H200_141GB": 140.4,
+    "NVIDIA_H100_MEGA_80GB": 79.6,
+    "NVIDIA_H100_80GB": 79.6,
+    "NVIDIA_A100_80GB": 80.0,
+    "NVIDIA_TESLA_A100": 40.0,
+    "NVIDIA_L4": 22.4,
+}
 
 
 class GpuTier(BaseModel):

@@ -8,7 +8,9 @@ statement of functions/<name>/main.py, or trainer/main.py), it follows
   counts as a call: callbacks, `functools.partial` and route tables are followed);
 - calls `<...>.<adapter>.<method>(...)` and `<adapter>.<method>(...)`, where `<adapter>` is
   one of `Services`' attributes (`jobs`, `storage`, ...) or a variable named like it: the
-  marked `<method>` of the production adapter is an operation the deployable uses;
+  marked `<method>` of each production class of that attribute is an operation the
+  deployable uses (a launcher is Cloud Run's or Vertex AI's, as a job's tier decides, so a
+  deployable that launches needs what either class's method needs);
 - any other `x.method(...)` to every project method of that name among the modules the
   deployable imports (types are not inferred, so this over-approximates).
 
@@ -31,18 +33,32 @@ from tuning.gcp.pubsub import Publisher
 from tuning.gcp.secrets import SecretManagerStore
 from tuning.gcp.storage import GcsStore
 from tuning.launchers.cloud_run import CloudRunLauncher
+from tuning.launchers.vertex import VertexLauncher
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("tuning", "trainer", "functions")
-# What each `Services` attribute is in production (tuning/services.py, launchers/factory.py).
-PRODUCTION_ADAPTERS: dict[str, type] = {
-    "jobs": JobStore,
-    "publisher": Publisher,
-    "storage": GcsStore,
-    "secrets": SecretManagerStore,
-    "launcher": CloudRunLauncher,
+# What each `Services` attribute can be in production (tuning/services.py,
+# launchers/factory.py: a tier's engine picks its launcher, and one deployment may have both).
+PRODUCTION_ADAPTERS: dict[str, tuple[type, ...]] = {
+    "jobs": (JobStore,),
+    "publisher": (Publisher,),
+    "storage": (GcsStore,),
+    "secrets": (SecretManagerStore,),
+    "launcher": (CloudRunLauncher, VertexLauncher),
 }
-ADAPTER_MODULES = {adapter.__module__ for adapter in PRODUCTION_ADAPTERS.values()}
+ADAPTER_MODULES = {
+    adapter.__module__ for adapters in PRODUCTION_ADAPTERS.values() for adapter in adapters
+}
+
+
+def adapter_operations(key: str) -> dict[str, tuple[Needed, ...]]:
+    """Method name -> what it needs in each production class of the attribute `key` that
+    marks it (one entry per class)."""
+    found: dict[str, list[Needed]] = {}
+    for adapter in PRODUCTION_ADAPTERS[key]:
+        for method, needed in operations_of(adapter).items():
+            found.setdefault(method, []).append(needed)
+    return {method: tuple(needs) for method, needs in found.items()}
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,7 @@ def terminal_name(node: ast.AST) -> str | None:
 class Walk:
     def __init__(self, root: str) -> None:
         self.modules = imported_modules(root)
-        self.operations = {key: operations_of(cls) for key, cls in PRODUCTION_ADAPTERS.items()}
+        self.operations = {key: adapter_operations(key) for key in PRODUCTION_ADAPTERS}
         self.methods: dict[str, list[tuple[str, str]]] = {}  # name -> [(module, Class.m)]
         for name in self.modules:
             if name in ADAPTER_MODULES:
@@ -225,9 +241,10 @@ class Walk:
                 return
         receiver = terminal_name(base)
         if receiver in self.operations:
-            needed = self.operations[receiver].get(node.attr)
-            if needed is not None:
+            needs = self.operations[receiver].get(node.attr, ())
+            for needed in needs:
                 self.uses.add(Use(receiver, node.attr, needed, f"{module}:{key}"))
+            if needs:
                 return
         for owner, method in self.methods.get(node.attr, []):
             self.reach(owner, method)
@@ -240,7 +257,7 @@ def uses_of(root: str) -> set[Use]:
 
 def every_adapter_call_site() -> Iterator[tuple[str, str, str]]:
     """(module, adapter, method) for each `<adapter>.<marked method>` anywhere in the project."""
-    operations = {key: operations_of(cls) for key, cls in PRODUCTION_ADAPTERS.items()}
+    operations = {key: adapter_operations(key) for key in PRODUCTION_ADAPTERS}
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             name = ".".join(path.relative_to(REPO).with_suffix("").parts)

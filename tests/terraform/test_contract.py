@@ -21,9 +21,6 @@ NOT_FOR_FUNCTIONS = {
     "LOCAL_TRAINER_COMMAND",  # the local launcher only
     "LOCAL_LAUNCHER_DIR",  # the local launcher only
     "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own
-    # Only Vertex AI tiers need these, and Terraform declares Cloud Run tiers only so far.
-    "TRAINER_IMAGE",
-    "TRAINER_SERVICE_ACCOUNT",
 }
 NOT_FOR_THE_TRAINER = {
     "JOB_ID",  # dispatch overrides it for each execution
@@ -53,6 +50,14 @@ def terraform_functions() -> dict[str, dict[str, str]]:
         flags=re.MULTILINE,
     )
     return {name: {"entry_point": entry, "kind": kind} for name, entry, kind in found}
+
+
+def function_environment_names() -> set[str]:
+    """Every variable functions.tf can give the functions: their environment and what a
+    deployment with a Vertex AI tier adds to it (TRAINER_IMAGE, TRAINER_SERVICE_ACCOUNT)."""
+    return environment_names(FUNCTIONS_TF, "function_environment") | environment_names(
+        FUNCTIONS_TF, "vertex_function_environment"
+    )
 
 
 def environment_names(path: Path, local: str) -> set[str]:
@@ -97,7 +102,7 @@ def test_functions_get_every_variable_the_settings_read() -> None:
     wanted = settings_variables(settings.ApiSettings, settings.LauncherSettings) | {"LOG_FORMAT"}
     wanted -= NOT_FOR_FUNCTIONS
 
-    missing = wanted - environment_names(FUNCTIONS_TF, "function_environment")
+    missing = wanted - function_environment_names()
 
     assert not missing, f"terraform/functions.tf function_environment lacks {sorted(missing)}"
 
@@ -117,8 +122,7 @@ def test_terraform_sets_no_variable_the_code_does_not_read() -> None:
     ) | {"LOG_FORMAT"}
 
     extra = (
-        environment_names(FUNCTIONS_TF, "function_environment")
-        | environment_names(TRAINER_TF, "trainer_environment")
+        function_environment_names() | environment_names(TRAINER_TF, "trainer_environment")
     ) - known
 
     assert not extra, f"terraform sets variables tuning/settings.py never reads: {sorted(extra)}"
@@ -149,12 +153,32 @@ def test_every_filter_combination_of_the_job_list_has_its_composite_index() -> N
     assert combinations == {(), ("status",), ("owner",), ("owner", "status")}
 
 
+def declared_map(local: str, value: str = r"([\d.]+)") -> dict[str, str]:
+    """The quoted keys of the map `local.<local>` in variables.tf, with their values."""
+    text = (REPO / "terraform" / "variables.tf").read_text(encoding="utf-8")
+    start = text.index(f"  {local} = {{")
+    body = text[start : text.index("\n  }\n", start)]
+    return dict(re.findall(rf'^\s+"([\w-]+)"\s*=\s*{value}', body, flags=re.MULTILINE))
+
+
 def test_terraform_counts_each_cloud_run_gpu_s_memory_as_placement_does() -> None:
     from tuning.tiers import CLOUD_RUN_GPU_MEMORY_GIB
 
-    text = (REPO / "terraform" / "variables.tf").read_text(encoding="utf-8")
-    start = text.index("  cloud_run_gpu_memory_gib = {")
-    body = text[start : text.index("\n  }\n", start)]
-    declared = {name: float(gib) for name, gib in re.findall(r'"([\w-]+)"\s*=\s*([\d.]+)', body)}
+    declared = {name: float(gib) for name, gib in declared_map("cloud_run_gpu_memory_gib").items()}
 
     assert declared == CLOUD_RUN_GPU_MEMORY_GIB
+
+
+def test_terraform_counts_each_vertex_gpu_s_memory_as_placement_does() -> None:
+    from tuning.tiers import VERTEX_GPU_MEMORY_GIB
+
+    declared = {name: float(gib) for name, gib in declared_map("vertex_gpu_memory_gib").items()}
+
+    assert declared == VERTEX_GPU_MEMORY_GIB
+
+
+def test_every_vertex_accelerator_has_its_machine_types() -> None:
+    machines = declared_map("vertex_gpu_machines", r"\{ pattern = \"([^\"]+)\"")
+
+    assert set(machines) == set(declared_map("vertex_gpu_memory_gib"))
+    assert all(pattern.startswith("^") and pattern.endswith("$") for pattern in machines.values())

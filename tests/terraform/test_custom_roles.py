@@ -17,6 +17,7 @@ CLOUD_RUN = "https://cloud.google.com/run/docs/reference/iam/permissions"
 SECRET_MANAGER = "https://cloud.google.com/secret-manager/docs/access-control"
 STORAGE = "https://cloud.google.com/storage/docs/access-control/iam-permissions"
 IAM_CREDENTIALS = "https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signBlob"
+VERTEX_AI = "https://cloud.google.com/vertex-ai/docs/general/access-control"
 
 # Permission -> where Google lists it (each is SUPPORTED in custom roles).
 KNOWN_PERMISSIONS = {
@@ -32,6 +33,10 @@ KNOWN_PERMISSIONS = {
     "storage.objects.get": STORAGE,
     "storage.objects.list": STORAGE,
     "iam.serviceAccounts.signBlob": IAM_CREDENTIALS,
+    # Create, get and cancel a customJob (by operation: vertex-ai/docs/general/iam-permissions).
+    "aiplatform.customJobs.cancel": VERTEX_AI,
+    "aiplatform.customJobs.create": VERTEX_AI,
+    "aiplatform.customJobs.get": VERTEX_AI,
 }
 
 

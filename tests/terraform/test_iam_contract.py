@@ -242,15 +242,51 @@ def test_every_services_adapter_has_its_production_class():
 
 # Public members of the adapters that make no Google API call of their own.
 NO_API_CALL = {
-    "storage": {"narrowed"},  # a copy with a narrower credential: no request is made
-    "launcher": {"executions_client", "jobs_client"},  # client factories
+    "GcsStore": {"narrowed"},  # a copy with a narrower credential: no request is made
+    "CloudRunLauncher": {"executions_client", "jobs_client"},  # client factories
+    # An authorized HTTP session (credentials only) and the CustomJob body it would send.
+    "VertexLauncher": {"session", "custom_job"},
 }
 
 
 def test_every_public_adapter_method_declares_what_it_needs():
     # An operation without a mark is invisible to the contract: a new one must carry it.
-    for key, adapter in PRODUCTION_ADAPTERS.items():
-        marked = operations_of(adapter)
-        public = {name for name in vars(adapter) if not name.startswith("_")}
+    for adapters in PRODUCTION_ADAPTERS.values():
+        for adapter in adapters:
+            marked = operations_of(adapter)
+            public = {name for name in vars(adapter) if not name.startswith("_")}
 
-        assert public - set(marked) == NO_API_CALL.get(key, set()), adapter.__name__
+            assert public - set(marked) == NO_API_CALL.get(adapter.__name__, set()), (
+                adapter.__name__
+            )
+
+
+def test_each_launcher_operation_needs_what_every_launcher_class_declares():
+    # A deployment with Cloud Run and Vertex AI tiers launches, reads and cancels through
+    # both classes: dispatch, delete and reconcile need the permissions of each.
+    uses = {
+        name: {u.needed.permissions for u in uses_of(entry) if u.adapter == "launcher"}
+        for name, (entry, _) in deployables().items()
+    }
+
+    assert (
+        frozenset({"aiplatform.customJobs.create", "iam.serviceAccounts.actAs"}) in uses["dispatch"]
+    )
+    assert (
+        frozenset({"run.jobs.run", "run.jobs.runWithOverrides", "iam.serviceAccounts.actAs"})
+        in (uses["dispatch"])
+    )
+    assert frozenset({"aiplatform.customJobs.cancel"}) in uses["delete"]
+    assert frozenset({"aiplatform.customJobs.get"}) in uses["reconcile"]
+    assert not uses["trainer"]
+
+
+def test_a_vertex_permission_left_out_of_its_role_fails_the_contract(parsed):
+    grants, custom = parsed
+    planted = {**custom, "customJobCanceller": frozenset({"aiplatform.customJobs.get"})}
+
+    missing = missing_grants(grants, planted)
+
+    assert ("reconcile", "aiplatform.customJobs.cancel") in missing
+    assert ("delete", "aiplatform.customJobs.cancel") in missing
+    assert "launcher.cancel" in describe(missing)
