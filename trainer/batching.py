@@ -16,7 +16,7 @@ packing, length-grouped batches cut the padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trainer.hardware import EAGER, FLASH_ATTENTION, SDPA
 
@@ -72,3 +72,30 @@ def plan_batching(
         eval_packing=False,
         reason=f"packing with {attention} attention: one packed row per micro-batch",
     )
+
+
+def spread_over_processes(plan: BatchingPlan, processes: int) -> tuple[BatchingPlan, str | None]:
+    """The plan for `processes` training processes (one per GPU) that keeps the job's batch.
+
+    Each optimizer step averages `per_device_batch_size x gradient_accumulation_steps x
+    processes` rows. The job's batch (batch_size x gradient_accumulation_steps, as on one GPU)
+    stays what it asked for, so that its learning rate and step count mean the same on every
+    tier: the accumulation steps are divided among the processes where they divide, else the
+    micro-batch. Where neither divides, the batch grows with the processes, and the returned
+    warning says so.
+    """
+    if processes <= 1:
+        return plan, None
+    accumulation, micro_batch = plan.gradient_accumulation_steps, plan.per_device_batch_size
+    if accumulation % processes == 0:
+        spread = replace(plan, gradient_accumulation_steps=accumulation // processes)
+    elif micro_batch % processes == 0:
+        spread = replace(plan, per_device_batch_size=micro_batch // processes)
+    else:
+        rows = accumulation * micro_batch
+        return plan, (
+            f"batch_size x gradient_accumulation_steps ({rows} rows per step) cannot be split "
+            f"evenly over the tier's {processes} GPUs: each step trains on {rows * processes} "
+            f"rows instead; make one of them a multiple of {processes} to keep {rows}"
+        )
+    return replace(spread, reason=f"{plan.reason}; spread over {processes} processes"), None

@@ -110,15 +110,18 @@ def export_model(
     ensure_job_active: Callable[[], None],
     hub: HubUploader | None,
     processor: Any = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Artifacts:
     """Save, merge and upload what the job asked for; returns where it went.
 
     `processor` is a vision model's processor: saved beside the weights in place of the
-    tokenizer alone, so that the exported model loads with AutoProcessor.
+    tokenizer alone, so that the exported model loads with AutoProcessor. `state_dict`: the
+    trained weights gathered whole from the processes FSDP sharded them over (trainer.model
+    holds only this process's shard then).
     """
     saved = processor if processor is not None else tokenizer
     adapter_dir = job.work_dir / "adapter"
-    _save_trained(trainer, saved, adapter_dir, method=job.method)
+    _save_trained(trainer, saved, adapter_dir, method=job.method, state_dict=state_dict)
     if job.method.uses_adapter:
         name_base_model(adapter_dir, job.base_model_id, scratch=job.base_model_dir)
     if processor is None:
@@ -214,12 +217,21 @@ def _export_gguf_files(
     return {"gguf_files": files, "gguf_path": files[quantizations[0].value]}
 
 
-def _save_trained(trainer: Any, saved: Any, directory: Path, *, method: Method) -> None:
+def _save_trained(
+    trainer: Any,
+    saved: Any,
+    directory: Path,
+    *,
+    method: Method,
+    state_dict: dict[str, Any] | None = None,
+) -> None:
     """The adapter for LoRA/QLoRA; for Full the whole model, in 16 bits like the merged export.
 
     `saved` is the tokenizer, or a vision model's processor (which writes the tokenizer too).
     """
-    if method is Method.FULL:
+    if state_dict is not None:
+        _save_gathered(trainer, saved, directory, method=method, state_dict=state_dict)
+    elif method is Method.FULL:
         import torch
 
         model = trainer.model
@@ -231,6 +243,30 @@ def _save_trained(trainer: Any, saved: Any, directory: Path, *, method: Method) 
         trainer.save_model(str(directory))  # adapter weights, adapter config, tokenizer
         # Pickled TrainingArguments: of no use to whoever loads the model, and unsafe to unpickle.
         (directory / "training_args.bin").unlink(missing_ok=True)
+
+
+def _save_gathered(
+    trainer: Any, saved: Any, directory: Path, *, method: Method, state_dict: dict[str, Any]
+) -> None:
+    """What `_save_trained` saves, from weights gathered off FSDP's shards: the same files
+    (PEFT keeps the adapter's weights of the full state dict), Full in 16 bits."""
+    import torch
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if method is Method.FULL:
+        state_dict = {
+            name: tensor.to(torch.bfloat16) if tensor.dtype == torch.float32 else tensor
+            for name, tensor in state_dict.items()
+        }
+    model.save_pretrained(directory, state_dict=state_dict)
+    saved.save_pretrained(directory)
+    if method is Method.FULL:
+        # save_pretrained records the dtype of the (sharded, float32) parameters it holds,
+        # not of the weights it was given to write.
+        config_path = directory / "config.json"
+        config = json.loads(config_path.read_text())
+        config["dtype"] = "bfloat16"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def name_base_model(adapter_dir: Path, base_model_id: str, *, scratch: Path) -> None:

@@ -91,5 +91,5 @@ def grpo_trainer(run: TrainingRun) -> Any:
         else None,
         processing_class=run.tokenizer,
         peft_config=peft_config,
-        callbacks=run.callbacks,
+        callbacks=run.trainer_callbacks,
     )

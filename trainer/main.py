@@ -5,6 +5,10 @@
     GCS_DATA_BUCKET_NAME=my-data GCS_MODELS_BUCKET_NAME=my-models \\
     HF_HUB_OFFLINE=1 python -m trainer
 
+On a multi-GPU tier, torchrun starts one such process per GPU (trainer.distributed): rank 0
+runs the job as described here, the others follow it (trainer.follower) and exit 0 unless
+they fail themselves.
+
 Exit codes follow the Cloud Run job contract: 0 when retrying cannot help (the
 job completed, failed for a reason that a retry would repeat, or was deleted
 or cancelled meanwhile), non-zero when a retry can (a dependency was
@@ -18,6 +22,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from trainer.distributed import Cohort, Ranks, start_process_group
 from trainer.errors import HandedOff, JobGone, PermanentError
 from trainer.handoff import Interrupted, StopSignal, TaskClock
 from tuning.gcp.access_boundary import AccessBoundaryError
@@ -43,12 +48,35 @@ def main(
     hub_uploader: HubUploader | None = None,
 ) -> int:
     """Run the job from the environment and return the process exit code."""
+    ranks = Ranks.from_env()
     with StopSignal().installed() as stop:  # a SIGTERM from here on is handled, not a death
         try:
-            return _run(stop, settings=settings, services=services, hub_uploader=hub_uploader)
+            start_process_group(ranks)
+            if not ranks.is_main:
+                return _follow(ranks)
+            return _run(
+                stop,
+                settings=settings,
+                services=services,
+                hub_uploader=hub_uploader,
+                cohort=Cohort(ranks),
+            )
         except Interrupted:
             logger.warning("stopped by SIGTERM before the job started")
             return EXIT_RETRY
+
+
+def _follow(ranks: Ranks) -> int:
+    from trainer.follower import follow_training_job
+
+    setup_logging("trainer")
+    _quiet_libraries()
+    try:
+        follow_training_job(ranks)
+    except Exception:
+        logger.exception("training process %d failed", ranks.rank)
+        return EXIT_RETRY
+    return EXIT_DONE
 
 
 def _run(
@@ -57,6 +85,7 @@ def _run(
     settings: TrainerSettings | None,
     services: Services | None,
     hub_uploader: HubUploader | None,
+    cohort: Cohort,
 ) -> int:
     setup_logging("trainer")
     _quiet_libraries()
@@ -64,6 +93,7 @@ def _run(
         settings = settings or TrainerSettings.from_env()
     except SettingsError as error:
         logger.critical("%s", error.message)
+        cohort.release()
         return EXIT_RETRY  # a broken deployment: let the execution show as failed
     services = services or Services(settings)
     reporter = EventReporter(
@@ -77,9 +107,18 @@ def _run(
     # deadline reserve (TRAINER_DEADLINE_RESERVE_SECONDS) covers the difference.
     task = TaskClock(settings.task_timeout_seconds)
     with job_context(settings.job_id):
-        return run_and_report(
-            settings, services, reporter, hub_uploader=hub_uploader, task=task, stop=stop
-        )
+        try:
+            return run_and_report(
+                settings,
+                services,
+                reporter,
+                hub_uploader=hub_uploader,
+                task=task,
+                stop=stop,
+                cohort=cohort,
+            )
+        finally:
+            cohort.release()  # the other processes, where still waiting, stop too
 
 
 def run_and_report(
@@ -90,6 +129,7 @@ def run_and_report(
     hub_uploader: HubUploader | None = None,
     task: TaskClock | None = None,
     stop: StopSignal | None = None,
+    cohort: Cohort | None = None,
 ) -> int:
     """Run the pipeline and turn its outcome into events and an exit code."""
     from trainer.export import HuggingFaceHubUploader
@@ -104,6 +144,7 @@ def run_and_report(
             hub_uploader=hub_uploader or HuggingFaceHubUploader(),
             task=task,
             stop=stop,
+            cohort=cohort,
         )
     except HandedOff as handoff:
         logger.info("attempt %d handed the job off (%s)", settings.job_attempt, handoff.message)

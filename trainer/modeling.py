@@ -267,8 +267,13 @@ def load_model(
     attention: str,
     dtype_name: str | None = None,
     vision: bool = False,
+    sharded: bool = False,
 ) -> Any:
     """The base model on the accelerator, 4-bit nf4 with double quantization for QLoRA.
+
+    `sharded`: FSDP will shard it over the job's processes. It loads into CPU memory then,
+    and each process's shard moves to its own GPU as FSDP wraps the model: a whole copy on
+    every GPU first would need the memory that sharding is there to save.
 
     A multimodal checkpoint loads as its own class (Gemma3ForConditionalGeneration) for text
     jobs too, so the export keeps the architecture the checkpoint has.
@@ -278,7 +283,7 @@ def load_model(
 
     dtype = getattr(torch, dtype_name or weights_dtype_name(method, hardware))
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
-    if hardware.cuda:
+    if hardware.cuda and not sharded:
         kwargs["device_map"] = {"": 0}
     if method is Method.QLORA:
         compute_dtype = getattr(torch, compute_dtype_name(hardware))
@@ -305,6 +310,7 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
         hardware=run.hardware,
         attention=run.attention,
         vision=vision,
+        sharded=run.ranks.distributed,
     )
     if not config.method.uses_adapter:
         return model, None

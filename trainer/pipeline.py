@@ -10,15 +10,17 @@ propagate; `trainer.main` decides what they mean for the task's exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from trainer.batching import plan_batching
+from trainer.batching import BatchingPlan, plan_batching, spread_over_processes
 from trainer.checkpoints import CheckpointStore
 from trainer.data import DatasetSplits, SplitFile, load_splits
+from trainer.distributed import SINGLE, Cohort, check_shardable
 from trainer.errors import HandedOff, NoProgressError, UnsupportedError, UserError
 from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_export
 from trainer.handoff import Handoff, StopSignal, TaskClock
@@ -26,7 +28,7 @@ from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, evaluation_enabled, recipe_for
-from trainer.run import TrainingRun
+from trainer.run import TrainingOutcome, TrainingRun
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
@@ -55,12 +57,17 @@ def run_training_job(
     hardware: Hardware | None = None,
     task: TaskClock | None = None,
     stop: StopSignal | None = None,
+    cohort: Cohort | None = None,
 ) -> None:
+    """The job, run by the main process; with several training processes (a multi-GPU
+    tier), `cohort` reaches the others, which follow it (trainer.follower)."""
+    cohort = cohort or Cohort(SINGLE)
     # Before anything of the job is read from Cloud Storage: from here on, only its own paths.
     services = narrow_job_storage(settings, services)
     job = load_job(settings, services)
     config = job.request.training_config
     reporter.preparing("validating the dataset")
+    check_shardable(config, cohort.ranks)
     recipe = recipe_for(config)
     gguf_tools = prepare_gguf_export(config)
     if config.provider is Provider.UNSLOTH:
@@ -122,7 +129,10 @@ def run_training_job(
         resume_from=resume_from,
         run_name=settings.job_id,
         warn=functools.partial(_warn, reporter),
+        ranks=cohort.ranks,
     )
+    if cohort.ranks.distributed:
+        run.batching = _spread(run, reporter)
 
     reporter.message(describe_hyperparameters(config))  # the per-type defaults it resolved
     tracker, wandb_url = _start_tracking(job, work_dir, reporter)
@@ -160,11 +170,13 @@ def run_training_job(
             ),
         ]
         run.report_to = ["wandb"] if tracker is not None else []
+        cohort.tell(for_followers(run))
         try:
             outcome = recipe.train(run)
         except Handoff as handoff:
             failed = False
             hand_off(handoff, uploads, checkpoints, reporter, resumed_step=resumed_step)
+        cohort.expect_followers()  # every rank finished training: they wait for the export
         active()
         reporter.exporting(_export_formats(config))
         artifacts = export_model(
@@ -182,6 +194,7 @@ def run_training_job(
                 warn=functools.partial(_warn, reporter),
             ),
             trainer=outcome.trainer,
+            state_dict=_gathered_weights(outcome, cohort),
             tokenizer=tokenizer,
             processor=processor,
             storage=services.storage,
@@ -220,6 +233,33 @@ def hand_off(
     )
     logger.info("handed off at step %d (checkpoint %d)", handoff.step, latest.step)
     raise HandedOff(handoff.reason.value)
+
+
+def for_followers(run: TrainingRun) -> TrainingRun:
+    """What the other processes train with: the run without the job's callbacks, tracking
+    and event reporter, which are the main process's alone."""
+    return dataclasses.replace(run, callbacks=[], report_to=[], warn=ignore)
+
+
+def ignore(text: str) -> None:
+    """A follower's `warn`: the main process tells the job."""
+
+
+def _spread(run: TrainingRun, reporter: EventReporter) -> BatchingPlan:
+    plan, warning = spread_over_processes(run.batching, run.ranks.world_size)
+    if warning:
+        _warn(reporter, warning)
+    return plan
+
+
+def _gathered_weights(outcome: TrainingOutcome, cohort: Cohort) -> dict[str, Any] | None:
+    """The trained weights gathered whole from every process (None: one process)."""
+    if not cohort.ranks.distributed:
+        return None
+    from trainer.distributed import GATHER, full_state_dict
+
+    cohort.tell(GATHER)
+    return full_state_dict(outcome.trainer.model)
 
 
 def check_model_config(config: TrainingConfig, model_config: dict[str, Any]) -> None:

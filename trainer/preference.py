@@ -82,7 +82,7 @@ def dpo_trainer(run: TrainingRun) -> Any:
         eval_dataset=_eval_dataset(run),
         processing_class=run.tokenizer,
         peft_config=peft_config,
-        callbacks=run.callbacks,
+        callbacks=run.trainer_callbacks,
     )
 
 
@@ -144,7 +144,7 @@ def orpo_trainer(run: TrainingRun) -> Any:
         eval_dataset=_eval_dataset(run),
         processing_class=run.tokenizer,
         peft_config=peft_config,
-        callbacks=run.callbacks,
+        callbacks=run.trainer_callbacks,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from trainer.batching import BatchingPlan
 from trainer.data import DatasetSplits
+from trainer.distributed import SINGLE, Ranks
 from trainer.hardware import Hardware
 from tuning.jobs import Metrics
 from tuning.spec import TrainingConfig
@@ -37,6 +38,14 @@ class TrainingRun:
     report_to: list[str] = field(default_factory=list)
     run_name: str | None = None
     warn: Callable[[str], None] = lambda text: None
+    ranks: Ranks = SINGLE  # the training processes (one per GPU) this one is among
+
+    @property
+    def trainer_callbacks(self) -> list[Any]:
+        """The callbacks the library trainer is given: the job's, shared by every rank."""
+        from trainer.consensus import job_callbacks
+
+        return job_callbacks(self.callbacks, self.ranks)
 
     @property
     def processing_class(self) -> Any:

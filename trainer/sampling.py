@@ -81,7 +81,9 @@ def seeded_train_sampler(trainer: Any, dataset: Any) -> Sampler[int] | None:
         return SeededRandomSampler(len(dataset), seed=args.data_seed or args.seed)
     if strategy == "group_by_length":
         lengths = _lengths(dataset, args.length_column_name, trainer.processing_class)
-        batch = args.train_batch_size * args.gradient_accumulation_steps
+        # The rows of one optimizer step over all processes, so that the groups (and the
+        # order) are those of one process training the same batch alone.
+        batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         return SeededLengthGroupedSampler(lengths, batch, seed=args.data_seed or args.seed)
     return None
 

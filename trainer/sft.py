@@ -96,7 +96,7 @@ def sft_trainer(run: TrainingRun) -> Any:
         eval_dataset=_dataset(run.splits.eval, run) if run.evaluate and run.splits.eval else None,
         processing_class=run.processing_class,
         peft_config=peft_config,
-        callbacks=run.callbacks,
+        callbacks=run.trainer_callbacks,
     )
     return trainer
 

@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+from trainer.distributed import fsdp_arguments
 from trainer.errors import OutOfMemoryError
 from trainer.hardware import wants_gradient_checkpointing
 from trainer.metrics import MetricsPlan, final_metrics
@@ -23,7 +24,7 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
     hp = run.config.resolved_hyperparameters  # omitted fields take their per-type defaults
     eval_config = run.config.eval_config if run.evaluate else None
     plan = run.batching
-    return {
+    arguments = {
         "output_dir": str(run.output_dir),
         "per_device_train_batch_size": plan.per_device_batch_size,
         "per_device_eval_batch_size": hp.eval_batch_size,
@@ -52,6 +53,7 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
         "disable_tqdm": True,
         "use_cpu": not run.hardware.cuda,
     }
+    return arguments | fsdp_arguments(run.ranks, gradient_checkpointing=gradient_checkpointing)
 
 
 # Below this many rows per process, starting a worker (a fork that pickles the tokenizer) costs
@@ -129,9 +131,9 @@ def train_and_measure(
 
 def _loss_ledger(trainer: Any) -> Any:
     from trainer.callbacks import LossLedgerCallback
+    from trainer.consensus import find_callback
 
-    found = [c for c in trainer.callback_handler.callbacks if isinstance(c, LossLedgerCallback)]
-    return found[0] if found else None
+    return find_callback(trainer, LossLedgerCallback)
 
 
 def _last_evaluated_step(trainer: Any) -> int | None:

@@ -22,7 +22,7 @@ from tuning.errors import InvalidRequestError, NotFoundError, TuningError
 from tuning.estimates import MemoryEstimate, ModelShape, estimate_training_memory
 from tuning.jobs import Placement
 from tuning.model_catalog import catalog_config
-from tuning.spec import TrainerType, TrainingConfig
+from tuning.spec import Method, Provider, TrainerType, TrainingConfig
 from tuning.tiers import GpuTier, TierChoiceError, choose_tier
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,48 @@ def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> Me
     )
 
 
+def single_gpu_only(config: TrainingConfig) -> list[str]:
+    """What in the job keeps it on one GPU (empty: it can be sharded over several).
+
+    QLoRA's 4-bit weights (bitsandbytes) shard under FSDP only with a matching storage
+    dtype, GRPO generates completions inside the training step, and Unsloth runs on one GPU:
+    the trainer (trainer/distributed.py) trains none of them on several processes yet.
+    """
+    reasons = []
+    if config.method is Method.QLORA:
+        reasons.append("method QLoRA")
+    if config.trainer_type is TrainerType.GRPO:
+        reasons.append("trainer_type grpo")
+    if config.provider is Provider.UNSLOTH:
+        reasons.append("provider unsloth")
+    return reasons
+
+
+def _usable_tiers(config: TrainingConfig, tiers: tuple[GpuTier, ...]) -> tuple[GpuTier, ...]:
+    reasons = single_gpu_only(config)
+    if not reasons:
+        return tiers
+    what = " and ".join(reasons)
+    named = next((tier for tier in tiers if tier.name == config.compute.tier), None)
+    if named is not None and named.gpu_count > 1:
+        raise InvalidRequestError(
+            f"{what} trains on one GPU; tier {named.describe()} has {named.gpu_count}: "
+            "choose a one-GPU tier or auto",
+            field=TIER_FIELD,
+        )
+    usable = tuple(tier for tier in tiers if tier.gpu_count == 1)
+    if not usable:
+        raise InvalidRequestError(
+            f"{what} trains on one GPU, and every tier here has several: use LoRA or Full "
+            "(trainer_type sft, dpo or orpo, provider huggingface)",
+            field=TIER_FIELD,
+        )
+    return usable
+
+
 def place_job(config: TrainingConfig, *, tiers: tuple[GpuTier, ...], storage: Any) -> Placement:
     """The tier the job trains on, with its estimate; InvalidRequestError when none fits."""
+    tiers = _usable_tiers(config, tiers)
     raw, source = model_config(config.base_model_id, storage)
     shape = None
     if raw is not None:

@@ -16,6 +16,7 @@ from tests.e2e.conftest import LocalStack
 from tuning.gcp.pubsub import Publisher
 from tuning.gcp.storage import GcsStore
 from tuning.local.demo import demo_request
+from tuning.local.stack import MULTI_GPU_TIER
 
 
 def quick_request(local_stack: LocalStack, **hyperparameters: Any) -> dict[str, Any]:
@@ -177,3 +178,30 @@ def test_job_with_an_invalid_dataset_fails_as_a_user_error(local_stack: LocalSta
     assert job["status"] == "failed"
     assert job["error"]["type"] == "user"
     assert "row" in job["error"]["message"]
+
+
+def test_job_on_a_two_gpu_tier_trains_as_two_processes_with_one_set_of_events(
+    local_stack: LocalStack,
+) -> None:
+    request = quick_request(local_stack)
+    request["training_config"]["compute"] = {"tier": MULTI_GPU_TIER}
+    job_id = local_stack.submit(request, "two-gpus")
+
+    job = local_stack.wait_for(job_id, finished, timeout=600)
+
+    assert job["status"] == "completed", job.get("error")
+    assert job["placement"]["tier"] == MULTI_GPU_TIER and job["placement"]["gpu_count"] == 2
+    assert job["progress"]["step"] == job["progress"]["total_steps"] == 6
+    types = [
+        event["type"] for event in json.loads(local_stack.cli("--json", "events", job_id).stdout)
+    ]
+    # Rank 0 alone publishes: the stages a job passes once appear once, as for one process.
+    assert types.count("training") == types.count("exporting") == types.count("completed") == 1
+    log = local_stack.cli("logs", job_id, "--lines", "10000").stdout
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in log
+    assert "rank 1: done" in log  # the follower trained and took part in the gather
+
+    local_stack.cli("delete", job_id)
+    models = local_stack.exports["TUNING_MODELS_BUCKET"]
+    with local_stack.scoped():
+        assert not [uri for uri in GcsStore().list(f"gs://{models}/") if job_id in uri]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
 from tuning.launchers.cloud_run import CloudRunLauncher
-from tuning.launchers.factory import launcher_from_settings
+from tuning.launchers.factory import launcher_for_tier, launcher_from_settings
 from tuning.launchers.local import LocalLauncher
 from tuning.settings import ApiSettings, LauncherSettings, SettingsError
 
@@ -54,6 +55,49 @@ def test_local_launcher_runs_python_m_trainer_by_default():
     assert isinstance(launcher, LocalLauncher)
     assert launcher.command == [sys.executable, "-m", "trainer"]
     assert launcher.max_retries == 3
+
+
+TWO_GPUS = {
+    "name": "two",
+    "engine": "vertex",
+    "gpu_type": "NVIDIA_L4",
+    "gpu_count": 2,
+    "gpu_memory_gib": 22.4,
+    "machine_type": "g2-standard-24",
+}
+
+
+def test_local_launcher_runs_a_multi_gpu_tier_as_one_process_per_gpu_under_torchrun(tmp_path):
+    settings = LauncherSettings.from_env(
+        {**BASE, "LAUNCHER": "local", "GPU_TIERS": json.dumps([TWO_GPUS])}
+    )
+
+    launcher = launcher_for_tier(settings, settings.tiers[0])
+
+    assert isinstance(launcher, LocalLauncher)
+    assert launcher.command == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainer",
+    ]
+
+
+def test_a_multi_gpu_tier_refuses_a_local_command_that_is_not_python():
+    settings = LauncherSettings.from_env(
+        {
+            **BASE,
+            "LAUNCHER": "local",
+            "LOCAL_TRAINER_COMMAND": "/bin/sleep 30",
+            "GPU_TIERS": json.dumps([TWO_GPUS]),
+        }
+    )
+
+    with pytest.raises(SettingsError, match="Python interpreter"):
+        launcher_for_tier(settings, settings.tiers[0])
 
 
 def test_settings_without_launcher_fields_read_them_from_the_environment(monkeypatch):

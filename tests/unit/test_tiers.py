@@ -136,6 +136,49 @@ def test_the_choice_counts_per_gpu_so_sharding_matters():
         choose_tier(TIERS, "rtx", needed)
 
 
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"method": "QLoRA"}, "method QLoRA"),
+        ({"trainer_type": "grpo"}, "trainer_type grpo"),
+        ({"provider": "unsloth"}, "provider unsloth"),
+    ],
+)
+def test_what_trains_on_one_gpu_only_is_kept_off_multi_gpu_tiers(changes, named):
+    def job(tier: str):
+        data = {
+            "processed_dataset_id": "ds",
+            "training_config": {
+                "base_model_id": "google/gemma-3-27b-it",
+                "method": "LoRA",
+                "compute": {"tier": tier},
+            }
+            | changes,
+        }
+        if changes.get("trainer_type") == "grpo":
+            data["training_config"]["reward_config"] = {"functions": ["format"]}
+        return parse_train_request(data).training_config
+
+    named_tier, auto = job("h100x8"), job("auto")
+    with pytest.raises(InvalidRequestError) as raised:
+        place_job(named_tier, tiers=TIERS, storage=NoStorage())
+    assert raised.value.field == "training_config.compute.tier"
+    assert raised.value.message.startswith(f"{named} trains on one GPU; tier h100x8")
+    # auto never picks the 8-GPU tier for it, even where only that one would hold it
+    with pytest.raises(InvalidRequestError) as raised:
+        place_job(auto, tiers=parse_tiers([H100X8]), storage=NoStorage())
+    assert "every tier here has several" in raised.value.message
+    assert place_job(auto, tiers=TIERS, storage=NoStorage()).gpu_count == 1
+
+
+def test_lora_and_full_may_take_a_multi_gpu_tier():
+    placement = place_job(
+        config("google/gemma-3-1b-it", tier="h100x8"), tiers=TIERS, storage=NoStorage()
+    )
+
+    assert (placement.tier, placement.gpu_count) == ("h100x8", 8)
+
+
 # --- what the operator declares ---------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ def launcher_for_tier(settings: ServiceSettings, tier: GpuTier) -> Launcher:
             command=launcher_settings.local_trainer_command,
             max_retries=launcher_settings.trainer_max_retries,
             task_timeout_seconds=launcher_settings.trainer_task_timeout_seconds,
+            processes=tier.gpu_count,  # a multi-GPU tier: CPU processes under torchrun
         )
     if tier.engine is Engine.VERTEX:
         return _vertex_launcher(launcher_settings, tier)

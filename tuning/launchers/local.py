@@ -49,6 +49,7 @@ from typing import Any
 from tuning.errors import InvalidRequestError, TransientError
 from tuning.jobs import JobRecord
 from tuning.launchers import ExecutionState, ExecutionStatus, trainer_environment
+from tuning.settings import SettingsError
 
 DEFAULT_COMMAND = (sys.executable, "-m", "trainer")
 SPEC_FILE = "spec.json"
@@ -112,11 +113,12 @@ class LocalLauncher:
         environ: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
         task_timeout_seconds: float | None = None,
+        processes: int = 1,
     ) -> None:
         self.directory = Path(directory).resolve()
         if isinstance(command, str):
             command = shlex.split(command)
-        self.command = list(command or DEFAULT_COMMAND)
+        self.command = under_torchrun(list(command or DEFAULT_COMMAND), processes)
         self.max_retries = max_retries
         self.environ = environ
         self.cwd = str(Path(cwd or Path.cwd()).resolve())
@@ -356,6 +358,21 @@ class Supervisor:
         self.save()
         self.note(f"{state.value}: {message}")
         return state
+
+
+def under_torchrun(command: list[str], processes: int) -> list[str]:
+    """`python ARGS` as `python -m torch.distributed.run ... ARGS` for several processes: the
+    command Vertex runs (`torchrun --standalone --nproc_per_node=N -m trainer`), through
+    this interpreter's torch. A command that is not a Python interpreter cannot be wrapped."""
+    if processes == 1:
+        return command
+    if not Path(command[0]).name.startswith("python"):
+        raise SettingsError(
+            f"a tier with {processes} GPUs runs its trainer under torchrun: the trainer "
+            f"command must start with a Python interpreter, not {command[0]!r}"
+        )
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return [command[0], *launcher, *command[1:]]
 
 
 def describe_exit(attempt: int, code: int) -> str:

@@ -53,6 +53,29 @@ RECONCILE_PERIOD_SECONDS = 10
 # The functions callers reach, each behind the front door (the others are called by Pub/Sub
 # and the scheduler, whose IAM Terraform grants; locally they are called directly).
 API_FUNCTIONS = ("submit", "status", "delete")
+# The tiers Terraform's gpu_tiers would declare (tuning/tiers.py): the default one-GPU Cloud
+# Run tier, and a two-GPU Vertex tier that the local launcher runs as two trainer processes
+# under torchrun (gloo on CPU). `auto` takes the default tier; a request names the other.
+MULTI_GPU_TIER = "local-2gpu"
+LOCAL_TIERS = (
+    {
+        "name": "default",
+        "engine": "cloudrun",
+        "gpu_type": "nvidia-l4",
+        "gpu_memory_gib": 22.4,
+        "max_concurrent_jobs": 2,
+        "cloud_run_job": "gemma-trainer",
+    },
+    {
+        "name": MULTI_GPU_TIER,
+        "engine": "vertex",
+        "gpu_type": "NVIDIA_L4",
+        "gpu_count": 2,
+        "gpu_memory_gib": 22.4,
+        "machine_type": "g2-standard-24",
+        "max_concurrent_jobs": 1,
+    },
+)
 ISSUER_KEY_FILE = "issuer-key.pem"
 
 
@@ -89,7 +112,7 @@ def stack_environment(emulator_env: dict[str, str], workdir: Path) -> dict[str, 
         ISSUER_KEY_ENV: str(workdir / ISSUER_KEY_FILE),
         "LAUNCHER": "local",
         "LOCAL_LAUNCHER_DIR": str(workdir / "executions"),
-        "MAX_CONCURRENT_JOBS": "2",
+        "GPU_TIERS": json.dumps(LOCAL_TIERS),
         "TRAINER_MAX_RETRIES": "2",
         "RECONCILE_STALE_SECONDS": "30",
         "TRAINER_PROGRESS_INTERVAL_SECONDS": "1",
