@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from trainer.errors import UnsupportedError
@@ -37,6 +38,7 @@ from tuning.spec import TrainingConfig
 logger = logging.getLogger(__name__)
 
 MAIN_RANK = 0
+DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = 3600  # at least an hour, as Cloud Run's default task timeout
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,30 @@ def start_process_group(ranks: Ranks) -> None:
 
     if dist.is_initialized():
         return
+    timeout = collective_timeout()
     if torch.cuda.is_available():
         torch.cuda.set_device(ranks.local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", ranks.local_rank))
+        dist.init_process_group(
+            "nccl", device_id=torch.device("cuda", ranks.local_rank), timeout=timeout
+        )
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
         allow_fsdp_on_cpu()
     logger.info("process %d of %d joined the job's process group", ranks.rank, ranks.world_size)
+
+
+def collective_timeout(environ: Mapping[str, str] | None = None) -> timedelta:
+    """How long a process waits in one collective call before it gives up.
+
+    NCCL's default is 10 minutes (pytorch/pytorch#110947), but the followers wait in one
+    broadcast while rank 0 fetches the base model and checks the data, and at each
+    checkpoint while rank 0 uploads it: tens of minutes for a 27B model. A peer that dies is
+    not what this bounds (torchrun stops the others when one process exits), so the wait
+    may last as long as the task may: its timeout, which Vertex's scheduling.timeout also
+    enforces (tuning/launchers/vertex.py)."""
+    env = os.environ if environ is None else environ
+    seconds = int(env.get("TRAINER_TASK_TIMEOUT_SECONDS") or DEFAULT_COLLECTIVE_TIMEOUT_SECONDS)
+    return timedelta(seconds=max(seconds, DEFAULT_COLLECTIVE_TIMEOUT_SECONDS))
 
 
 def allow_fsdp_on_cpu() -> None:

@@ -23,7 +23,7 @@ from tuning.estimates import MemoryEstimate, ModelShape, estimate_training_memor
 from tuning.jobs import Placement
 from tuning.model_catalog import catalog_config
 from tuning.spec import Method, Provider, TrainerType, TrainingConfig
-from tuning.tiers import GpuTier, TierChoiceError, choose_tier
+from tuning.tiers import GIB, GpuTier, TierChoiceError, choose_tier
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ def model_config(base_model_id: str, storage: Any) -> tuple[dict[str, Any] | Non
 
 def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> MemoryEstimate:
     """What one GPU of `tier` needs for the job."""
+    return _estimate(shape, config, gpu_count=tier.gpu_count)
+
+
+def _estimate(shape: ModelShape, config: TrainingConfig, *, gpu_count: int) -> MemoryEstimate:
     hp = config.resolved_hyperparameters
     grpo = config.trainer_type is TrainerType.GRPO
     return estimate_training_memory(
@@ -62,11 +66,38 @@ def estimate_for(shape: ModelShape, config: TrainingConfig, tier: GpuTier) -> Me
         # The trainer checkpoints activations whenever the model is large for its GPU
         # (trainer/hardware.py); the estimate assumes it does, as it will where it matters.
         gradient_checkpointing=True,
-        gpu_count=tier.gpu_count,
+        gpu_count=gpu_count,
         packing=hp.packing,
         num_generations=hp.num_generations,
         max_completion_length=hp.max_completion_length,
         beta=hp.beta,  # GRPO Full with beta above 0 holds a reference copy
+    )
+
+
+def overflow_of_unestimated_job(
+    config: TrainingConfig, model_config: dict[str, Any], placement: Placement | None
+) -> str | None:
+    """The trainer's half of the estimate: for a job submit placed without one (it could not
+    read the base model's shape), why one GPU of its tier cannot hold it, from the
+    config.json the trainer fetched before any weights; None when it fits, when submit
+    estimated already, or when the shape is still unknown (the GPU then decides)."""
+    if placement is None or placement.estimate_bytes is not None:
+        return None
+    try:
+        shape = ModelShape.from_config(model_config)
+    except ValueError as error:
+        logger.warning("no estimate for %s: %s", config.base_model_id, error)
+        return None
+    estimate = _estimate(shape, config, gpu_count=placement.gpu_count)
+    if estimate.total <= placement.gpu_memory_bytes:
+        return None
+    return (
+        f"the job needs about {estimate.total / GIB:.1f} GiB per GPU (estimated from "
+        f"{config.base_model_id}'s config.json) and tier {placement.tier} "
+        f"({placement.gpu_count} x {placement.gpu_type}) holds "
+        f"{placement.gpu_memory_bytes / GIB:.1f} GiB: name a larger tier in "
+        f"{TIER_FIELD}, or use method QLoRA or LoRA, a shorter max_seq_length or a smaller "
+        "batch_size"
     )
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tuning.errors import InvalidRequestError
-from tuning.placement import place_job
+from tuning.model_catalog import catalog_config
+from tuning.placement import overflow_of_unestimated_job, place_job
 from tuning.settings import ApiSettings, SettingsError
 from tuning.spec import parse_train_request
 from tuning.tiers import GIB, TierChoiceError, choose_tier, parse_tiers
@@ -253,3 +254,50 @@ def test_grpo_is_estimated_on_prompt_plus_completion_and_its_reference_copy():
 
     assert short < long  # the prompt bound counts, not max_seq_length alone
     assert with_reference > without  # beta above 0 loads a second copy for the KL term
+
+
+def unestimated(model: str, method: str):
+    job = config(model, method)
+    placement = place_job(job, tiers=TIERS, storage=NoStorage())
+    assert placement.estimate_bytes is None  # submit did not know the shape
+    return job, placement
+
+
+def test_the_trainer_refuses_an_unestimated_job_its_tier_cannot_hold_from_its_config():
+    job, placement = unestimated("someone/gemma-3-27b-finetune", "Full")
+    shape_of_27b = catalog_config("google/gemma-3-27b-it")
+
+    message = overflow_of_unestimated_job(job, shape_of_27b, placement)
+
+    assert message is not None
+    assert "tier l4 (1 x nvidia-l4) holds 22.4 GiB" in message
+    assert "training_config.compute.tier" in message and "QLoRA" in message
+    needed = float(message.split("about ")[1].split(" GiB")[0])
+    assert needed > 22.4
+
+
+def test_the_trainer_lets_an_unestimated_job_that_fits_its_tier_run():
+    job, placement = unestimated("someone/gemma-3-270m-finetune", "LoRA")
+
+    assert (
+        overflow_of_unestimated_job(job, catalog_config("google/gemma-3-270m-it"), placement)
+        is None
+    )
+
+
+def test_the_trainer_does_not_second_guess_an_estimate_made_at_submit():
+    job = config("google/gemma-3-27b-it", "QLoRA")
+    placement = place_job(job, tiers=TIERS, storage=NoStorage())
+    assert placement.estimate_bytes is not None
+    full = config("google/gemma-3-27b-it", "Full")  # far beyond l4, but submit placed it
+
+    assert (
+        overflow_of_unestimated_job(full, catalog_config("google/gemma-3-27b-it"), placement)
+        is None
+    )
+
+
+def test_a_config_without_a_readable_shape_is_left_to_the_gpu():
+    job, placement = unestimated("someone/odd-model", "Full")
+
+    assert overflow_of_unestimated_job(job, {"model_type": "mystery"}, placement) is None

@@ -142,3 +142,14 @@ def test_shared_decisions_on_one_process_are_the_job_callbacks_in_order() -> Non
     trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[wrapped]))
     assert find_callback(trainer, Recording) is first
     assert SharedDecisions([first], Ranks(1, 1, 2)).callbacks == []  # followers run none
+
+
+def test_followers_wait_for_rank_0_as_long_as_the_task_may_run():
+    from datetime import timedelta
+
+    from trainer.distributed import collective_timeout
+
+    # NCCL's own 10 minutes would end a follower while rank 0 fetches a large model.
+    assert collective_timeout({"TRAINER_TASK_TIMEOUT_SECONDS": "86400"}) == timedelta(days=1)
+    assert collective_timeout({}) == timedelta(hours=1)
+    assert collective_timeout({"TRAINER_TASK_TIMEOUT_SECONDS": "60"}) == timedelta(hours=1)
