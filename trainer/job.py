@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from trainer.errors import BrokenJobError, JobGone, UserError
 from tuning.errors import InvalidRequestError, NotFoundError
+from tuning.jobs import JobRecord, Placement
 from tuning.launchers import same_execution
 from tuning.logs import register_secret
 from tuning.services import Services
@@ -24,14 +25,16 @@ class Job:
     request: TrainRequest
     hf_token: str | None
     wandb_api_key: str | None
+    placement: Placement | None = None  # the tier submit chose, and its estimate if it had one
 
     @property
     def job_id(self) -> str:
         return self.settings.job_id
 
 
-def ensure_job_active(services: Services, settings: TrainerSettings) -> None:
-    """Raise JobGone when the job was deleted, cancelled or ended, or runs on another execution."""
+def ensure_job_active(services: Services, settings: TrainerSettings) -> JobRecord:
+    """The job's record; JobGone when it was deleted, cancelled or ended, or runs on another
+    execution."""
     job = services.jobs.find(settings.job_id)
     if job is None:
         raise JobGone(f"job {settings.job_id} no longer exists")
@@ -43,11 +46,12 @@ def ensure_job_active(services: Services, settings: TrainerSettings) -> None:
         and not same_execution(job.execution, settings.execution)
     ):
         raise JobGone(f"job {settings.job_id} now runs on execution {job.execution}")
+    return job
 
 
 def load_job(settings: TrainerSettings, services: Services) -> Job:
     """Read the redacted request and resolve its secrets, registering them for redaction first."""
-    ensure_job_active(services, settings)
+    record = ensure_job_active(services, settings)
     config_uri = settings.layout.config_uri(settings.job_id)
     try:
         data = services.storage.download_json(config_uri)
@@ -61,7 +65,13 @@ def load_job(settings: TrainerSettings, services: Services) -> Job:
     hf_token = _secret(services, request.hf_token_secret, "hf_token_secret")
     wandb = request.training_config.wandb_config
     wandb_key = _secret(services, wandb.api_key_secret if wandb else None, "wandb_config.api_key")
-    return Job(settings=settings, request=request, hf_token=hf_token, wandb_api_key=wandb_key)
+    return Job(
+        settings=settings,
+        request=request,
+        hf_token=hf_token,
+        wandb_api_key=wandb_key,
+        placement=record.placement,
+    )
 
 
 def _secret(services: Services, reference: str | None, field: str) -> str | None:

@@ -21,7 +21,13 @@ from trainer.batching import BatchingPlan, plan_batching, spread_over_processes
 from trainer.checkpoints import CheckpointStore
 from trainer.data import DatasetSplits, SplitFile, load_splits
 from trainer.distributed import SINGLE, Cohort, check_shardable
-from trainer.errors import HandedOff, NoProgressError, UnsupportedError, UserError
+from trainer.errors import (
+    HandedOff,
+    NoProgressError,
+    OutOfMemoryError,
+    UnsupportedError,
+    UserError,
+)
 from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_export
 from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
@@ -33,7 +39,8 @@ from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
 from tuning.defaults import describe_hyperparameters, tracked_training_config
-from tuning.jobs import DatasetStats
+from tuning.jobs import DatasetStats, Placement
+from tuning.placement import overflow_of_unestimated_job
 from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.settings import TrainerSettings
@@ -88,7 +95,7 @@ def run_training_job(
         directory=work_dir / "base",
         token=job.hf_token,
         locations=BaseModelLocations.from_settings(settings),
-        check_config=functools.partial(check_model_config, config),
+        check_config=functools.partial(check_model_config, config, placement=job.placement),
     )
     if gguf_tools is not None:
         from trainer.gguf import check_exportable
@@ -262,8 +269,14 @@ def _gathered_weights(outcome: TrainingOutcome, cohort: Cohort) -> dict[str, Any
     return full_state_dict(outcome.trainer.model)
 
 
-def check_model_config(config: TrainingConfig, model_config: dict[str, Any]) -> None:
-    """Refuse a base model that cannot run the job, from its config.json alone."""
+def check_model_config(
+    config: TrainingConfig, model_config: dict[str, Any], *, placement: Placement | None = None
+) -> None:
+    """Refuse a base model that cannot run the job, from its config.json alone (before any
+    weights are fetched): among other things, a job submit could not estimate that its
+    tier's GPUs cannot hold."""
+    if overflow := overflow_of_unestimated_job(config, model_config, placement):
+        raise OutOfMemoryError(overflow)
     kind = model_config.get("model_type", "unknown")
     if config.modality is Modality.VISION and not model_config.get("vision_config"):
         raise UserError(

@@ -14,7 +14,7 @@ from tuning.events import JobEvent, parse_event
 from tuning.gcp.pubsub import PubSubAdmin
 from tuning.gcp.secrets import LocalSecretStore
 from tuning.gcp.storage import GcsStore
-from tuning.jobs import new_job_record
+from tuning.jobs import Placement, new_job_record
 from tuning.services import Services
 from tuning.settings import TrainerSettings
 from tuning.spec import TrainRequest
@@ -147,8 +147,9 @@ class TrainerStack:
             uri = f"gs://{self.data_bucket}/processed_datasets/{dataset_id}/{name}"
             self.storage.upload_bytes(uri, data)
 
-    def submit(self, request_data: dict[str, Any]) -> str:
-        """Store secrets, the redacted config and the queued record, as submit does."""
+    def submit(self, request_data: dict[str, Any], *, placement: Placement | None = None) -> str:
+        """Store secrets, the redacted config and the queued record, as submit does (with
+        the tier submit would have placed it on)."""
         request = TrainRequest.model_validate(request_data)
         job_id = f"job-{self.unique}-{random.randrange(10**6)}"
         values = {"hf_token": request.hf_token}
@@ -163,7 +164,12 @@ class TrainerStack:
         config_uri = services.settings.layout.config_uri(job_id)
         self.storage.upload_json(config_uri, request.redacted(references))
         record = new_job_record(
-            request, job_id=job_id, owner=None, config_uri=config_uri, secret_references=references
+            request,
+            job_id=job_id,
+            owner=None,
+            config_uri=config_uri,
+            secret_references=references,
+            placement=placement,
         )
         services.jobs.create(record)
         return job_id

@@ -6,6 +6,7 @@ fail the same way; the location check comes before anything of the model is read
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from trainer.main import main
 from trainer.modeling import fetch_base_model
 from tuning.events import EventType, FailedEvent
 from tuning.gcp.storage import GcsStore
-from tuning.jobs import ErrorType
+from tuning.jobs import ErrorType, Placement
+from tuning.model_catalog import catalog_config
 from tuning.services import Services
 from tuning.tenancy import BaseModelLocations
 
@@ -185,3 +187,30 @@ def test_a_listed_location_is_read(stack: TrainerStack, tiny_gemma3: Path, tmp_p
 
     assert (directory / "config.json").is_file()
     assert {p.name for p in directory.iterdir()} == {p.name for p in tiny_gemma3.iterdir()}
+
+
+def test_a_job_submit_could_not_estimate_fails_before_its_weights_when_its_tier_is_too_small(
+    stack: TrainerStack,
+) -> None:
+    # A fine-tune of Gemma 3 27B under a name the catalog does not know: submit placed it
+    # on the smallest tier without an estimate, and the trainer estimates from config.json.
+    model = f"gs://{stack.models_bucket}/base_models/someones-27b/"
+    config = json.dumps(catalog_config("google/gemma-3-27b-it")).encode()
+    stack.storage.upload_bytes(f"{model}config.json", config)
+    stack.storage.upload_bytes(f"{model}model.safetensors", b"weights that must not be fetched")
+    stack.upload_dataset("colours", {"train.jsonl": to_jsonl(colour_rows(4))})
+    request = base_request()
+    request["processed_dataset_id"] = "colours"
+    request["training_config"]["base_model_id"] = model  # LoRA: about 59 GiB per GPU
+    l4 = Placement(tier="l4", gpu_type="nvidia-l4", gpu_memory_bytes=int(22.4 * 1024**3))
+    job_id = stack.submit(request, placement=l4)
+
+    code = run_once(stack, job_id)
+
+    assert code == 0  # no retry: the same tier would not hold it next time
+    failed = only_failure(stack, job_id)
+    assert failed.payload.error.code == "out_of_memory"
+    assert "tier l4 (1 x nvidia-l4) holds 22.4 GiB" in failed.payload.error.message
+    assert "training_config.compute.tier" in failed.payload.error.message
+    fetched = [path.name for path in (stack.work_dir / job_id).rglob("*")]
+    assert "model.safetensors" not in fetched
