@@ -1,10 +1,11 @@
 """LoRA SFT throughput on a GPU: a Gemma-3-1B-shaped model from its config, no download.
 
-Self-contained on purpose (torch, transformers and peft only, no TRL and nothing of
-this repository): the accelerator machine has its own Python with those packages and
-no network. Each variant runs in its own process, so a kernel that fails or hangs
-costs only its own row and peak memory is its own (the `--tiny` dry run keeps them all
-in one, to stay quick on CPU):
+Self-contained on purpose (torch, transformers and peft only, no TRL, and of this
+repository only pure-Python modules: tuning/estimates.py, trainer/document_attention.py):
+the accelerator machine has its own Python with those packages and no network. Each
+variant runs in its own process, so a kernel that fails or hangs costs only its own row
+and peak memory is its own (the `--tiny` dry run keeps them all in one, to stay quick on
+CPU):
 
     eager        the seed's attention (the baseline of every ratio)
     sdpa         PyTorch scaled-dot-product attention (what the trainer picks by default)
@@ -13,10 +14,12 @@ in one, to stay quick on CPU):
     fa2+liger    the liger_kernel package imports
 
 For each: tokens per second over full rows (batch x sequence, no padding) in bf16,
-model FLOPs utilisation and peak GPU memory. FLOPs per token count what LoRA does:
-forward 2N and backward 2N over the frozen linear weights N (no weight gradients),
-plus attention (causal; sliding layers see at most their window), forward and the
-twice-as-costly backward; `mfu_6n` uses the usual 6N for comparison.
+model FLOPs utilisation and peak GPU memory, beside what `tuning.estimates` says the same
+run needs (bench/estimate_check.py: measured over estimate; the one module of this
+repository the benchmark reads besides trainer/document_attention.py). FLOPs per token
+count what LoRA does: forward 2N and backward 2N over the frozen linear weights N (no
+weight gradients), plus attention (causal; sliding layers see at most their window),
+forward and the twice-as-costly backward; `mfu_6n` uses the usual 6N for comparison.
 
 Then packing against not packing, per attention kernel, on documents of long-tailed
 (log-normal) lengths, the same documents for every variant:
@@ -33,13 +36,16 @@ Then packing against not packing, per attention kernel, on documents of long-tai
     packed/flex             the same, FlexAttention with transformers' document BlockMask
                             (compiled by Triton: CUDA only)
 
-Each reports real (non-padding) tokens per second, peak GPU memory over every step and
-its speed against unpacked/sdpa. Packed micro-batches are padded to batch x seq_len
-(one padding document at the end) so that their shape is static, as FlexAttention's
+Each reports real (non-padding) tokens per second, peak GPU memory over every step (and
+the estimate) and its speed against unpacked/sdpa. Packed micro-batches are padded to
+batch x seq_len (one padding document at the end) so that their shape is static, as FlexAttention's
 compiled kernel wants; the others pay that little padding too.
 
     python bench/gpu.py --out bench/results/gpu.json     # on the GPU machine (bench/gpu.sh)
     python bench/gpu.py --tiny                           # a dry run on CPU, tiny model
+
+Without a CUDA GPU and without --tiny it says so and exits 2, measuring nothing. Several GPUs:
+bench/gpu_fsdp.py (FSDP2 under torchrun), which bench/gpu.sh runs after this.
 """
 
 from __future__ import annotations
@@ -203,6 +209,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    outside = outside_allocator_bytes() if cuda else 0
     started = time.perf_counter()
     losses = [step() for _ in range(args.steps)]
     if cuda:
@@ -220,9 +227,38 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "model_tflops_per_second": model_flops * tokens_per_second / 1e12,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+        "peak_device_gib": device_peak_gib(outside) if cuda else None,
         "final_loss": losses[-1],
         "finite_loss": all(loss == loss and abs(loss) < 1e4 for loss in losses),
     }
+
+
+def outside_allocator_bytes() -> int:
+    """What this process holds on the GPU outside PyTorch's caching allocator (CUDA context,
+    cuBLAS and NCCL workspaces): the device's used memory less what PyTorch reserved."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return max(0, total - free - torch.cuda.memory_reserved())
+
+
+def device_peak_gib(outside: int) -> float:
+    """The peak as nvidia-smi would show it: peak reserved plus what lies outside PyTorch."""
+    import torch
+
+    return (torch.cuda.max_memory_reserved() + outside) / 2**30
+
+
+def estimate_fields(variant: str, args: argparse.Namespace, row: dict[str, Any]) -> dict[str, Any]:
+    """`tuning.estimates`' figure for the variant's run, beside the measured peak."""
+    try:
+        sys.path.insert(0, str(REPO))
+        from bench.estimate_check import bench_estimate, memory_comparison
+    except ImportError as error:  # tuning/ did not travel with bench/
+        return {"estimate_skipped": f"tuning.estimates does not import: {error}"}
+    shape = TINY if args.tiny else GEMMA3_1B
+    estimate = bench_estimate(shape, variant=variant, batch=args.batch, seq_len=args.seq_len)
+    return memory_comparison(row.get("peak_device_gib"), estimate)
 
 
 # Packing against not packing -------------------------------------------------------------
@@ -346,6 +382,7 @@ def run_packing_variant(variant: str, args: argparse.Namespace) -> dict[str, Any
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()  # the peak over every step, warm-up included
+    outside = outside_allocator_bytes() if cuda else 0
     warmup = min(args.warmup, len(batches) - 1)
     for batch in batches[:warmup]:
         step(batch)
@@ -367,6 +404,7 @@ def run_packing_variant(variant: str, args: argparse.Namespace) -> dict[str, Any
         "step_seconds": seconds / (len(batches) - warmup),
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+        "peak_device_gib": device_peak_gib(outside) if cuda else None,
         "final_loss": losses[-1],
         "finite_loss": all(loss == loss and abs(loss) < 1e4 for loss in losses),
     }
@@ -419,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_variant(args.one, args)))
         return 0
+    if not args.tiny and not cuda_available():
+        print(NO_GPU, file=sys.stderr)
+        return 2
     results: dict[str, Any] = {
         "environment": environment(),
         "batch": args.batch,
@@ -431,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline = packing_baseline = None
     for variant in args.variants.split(","):
         row = run_in_subprocess(variant, given, args)
+        if "tokens_per_second" in row:
+            row |= estimate_fields(variant, args, row)
         if variant == "eager" and "tokens_per_second" in row:
             baseline = row
         if variant == PACKING_BASELINE and "tokens_per_second" in row:
@@ -468,6 +511,12 @@ def run_in_subprocess(variant: str, argv: list[str], args: argparse.Namespace) -
     return dict(json.loads(lines[-1]))
 
 
+NO_GPU = (
+    "bench/gpu.py: no CUDA GPU visible (torch.cuda.is_available() is False), so nothing was "
+    "measured: run it on the accelerator machine, or with --tiny for the CPU dry run"
+)
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -487,7 +536,7 @@ def summary(row: dict[str, Any]) -> str:
                 else ""
             )
             + f", padding {row['padding_fraction']:.0%}"
-            + (f", peak {memory:.1f} GiB" if memory is not None else "")
+            + memory_text(row, memory)
             + ("" if row["finite_loss"] else ", LOSS NOT FINITE")
         )
     mfu = f"MFU {row['mfu']:.1%} (6N: {row['mfu_6n']:.1%})" if row["mfu"] is not None else "MFU -"
@@ -496,9 +545,18 @@ def summary(row: dict[str, Any]) -> str:
         f"{row['variant']:>20}: {row['tokens_per_second']:,.0f} tokens/s"
         + (f" ({row['speed_vs_eager']:.2f}x eager)" if "speed_vs_eager" in row else "")
         + f", {mfu}"
-        + (f", peak {memory:.1f} GiB" if memory is not None else "")
+        + memory_text(row, memory)
         + ("" if row["finite_loss"] else ", LOSS NOT FINITE")
     )
+
+
+def memory_text(row: dict[str, Any], allocated: float | None) -> str:
+    """The peak beside its estimate when there is one, else the allocator's peak alone."""
+    if "estimate_gib" in row:
+        from bench.estimate_check import describe_memory
+
+        return describe_memory(row)
+    return f", peak {allocated:.1f} GiB" if allocated is not None else ""
 
 
 if __name__ == "__main__":
