@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainer.checkpoints import CheckpointStore
+from trainer.checkpoints import CheckpointStore, CheckpointSummary
 from trainer.files import link_or_copy
 from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.metrics import SFT_METRICS, MetricsPlan, evaluation_metrics, method_metrics
@@ -228,8 +228,9 @@ class CheckpointUploadCallback(TrainerCallback):
         snapshot = self.staging_dir / directory.name
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.copytree(directory, snapshot, copy_function=link_or_copy)
+        summary = CheckpointSummary.from_state(state)
         self._upload = threading.Thread(
-            target=self._run, args=(snapshot, state.global_step), name="checkpoint-upload"
+            target=self._run, args=(snapshot, summary), name="checkpoint-upload"
         )
         self._upload.start()
 
@@ -245,10 +246,10 @@ class CheckpointUploadCallback(TrainerCallback):
         if error is not None:
             raise error
 
-    def _run(self, snapshot: Path, step: int) -> None:
+    def _run(self, snapshot: Path, summary: CheckpointSummary) -> None:
         started = time.monotonic()
         try:
-            self.store.upload(snapshot, step)
+            self.store.upload(snapshot, summary.step, summary)
             self.last_upload_seconds = time.monotonic() - started
         except BaseException as error:  # re-raised in the training thread by wait()
             self._error = error

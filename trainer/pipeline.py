@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from trainer.batching import BatchingPlan, plan_batching, spread_over_processes
-from trainer.checkpoints import CheckpointStore
+from trainer.checkpoints import CheckpointStore, Retention
 from trainer.data import DatasetSplits, SplitFile, load_splits
 from trainer.distributed import SINGLE, Cohort, check_shardable
 from trainer.errors import (
@@ -114,7 +114,11 @@ def run_training_job(
         reporter.message(f"FlashAttention-2 is not available here; using {attention}", "warning")
     active = functools.partial(ensure_job_active, services, settings)
     checkpoints = CheckpointStore(
-        services.storage, settings.layout, settings.job_id, ensure_job_active=active
+        services.storage,
+        settings.layout,
+        settings.job_id,
+        ensure_job_active=active,
+        retention=Retention(keep_last=config.checkpoints_kept, keep_best=hp.load_best_model_at_end),
     )
     resume_from, resumed_step = _resume_point(checkpoints, work_dir / "output", reporter, settings)
     run = TrainingRun(
@@ -386,6 +390,7 @@ def _resume_point(
             reporter.restarted(resumed_from_step=0)
         return None, 0
     path = checkpoints.download(latest, output_dir)
+    checkpoints.download_best(path, output_dir)  # load_best_model_at_end reads it at the end
     reporter.restarted(resumed_from_step=latest.step, checkpoint=latest.prefix)
     logger.info("resuming from step %d (%s)", latest.step, latest.prefix)
     return path, latest.step

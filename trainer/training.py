@@ -43,6 +43,8 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
         "save_steps": hp.save_steps,
         # Every checkpoint is in GCS; the local disk is memory on Cloud Run.
         "save_total_limit": 1,
+        # The Trainer keeps the best checkpoint beside the latest, and loads it at the end.
+        **(BEST_BY_EVAL_LOSS if hp.load_best_model_at_end else {}),
         "eval_strategy": eval_config.eval_strategy.value if eval_config else "no",
         "eval_steps": eval_config.eval_steps if eval_config else None,
         "bf16": run.hardware.cuda and run.hardware.bf16,
@@ -55,6 +57,12 @@ def common_arguments(run: TrainingRun, *, gradient_checkpointing: bool) -> dict[
     }
     return arguments | fsdp_arguments(run.ranks, gradient_checkpointing=gradient_checkpointing)
 
+
+BEST_BY_EVAL_LOSS = {
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "eval_loss",
+    "greater_is_better": False,
+}
 
 # Below this many rows per process, starting a worker (a fork that pickles the tokenizer) costs
 # more than the rows it tokenizes.

@@ -45,6 +45,9 @@ from tuning.ids import (
 # (https://cloud.google.com/firestore/docs/concepts/data-types). Without a bound, 2**64
 # reaches the record as an unwritable integer, and 10**12 books a GPU for nothing.
 MAX_STEPS = 1_000_000
+# Checkpoints kept in Cloud Storage when save_total_limit is left out, by method family.
+CHECKPOINTS_KEPT = {"adapter": 3, "full": 1}
+MAX_CHECKPOINTS_KEPT = 20
 # GRPO reward weights: far above any useful scale, low enough that summed rewards stay finite.
 MAX_REWARD_WEIGHT = 1000.0
 
@@ -238,6 +241,23 @@ class Hyperparameters(Contract):
     save_strategy: SaveStrategy = Field(SaveStrategy.EPOCH, description="When to checkpoint.")
     save_steps: int = Field(
         100, ge=1, le=MAX_STEPS, description="Checkpoint period with save_strategy=steps."
+    )
+    save_total_limit: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CHECKPOINTS_KEPT,
+        description="How many of the newest checkpoints stay in Cloud Storage (listed by "
+        "`GET /jobs/{job_id}/checkpoints`; the latest is always kept). Default: "
+        f"{CHECKPOINTS_KEPT['adapter']} for LoRA and QLoRA, whose checkpoints are small; "
+        f"{CHECKPOINTS_KEPT['full']} for Full, whose every checkpoint holds the weights and "
+        "the optimizer state (about 16 bytes per parameter).",
+    )
+    load_best_model_at_end: bool = Field(
+        False,
+        description="Also keep the checkpoint with the lowest eval_loss, and export it as the "
+        "final model. Needs evaluation at the checkpoints: eval_config.eval_strategy equal to "
+        "save_strategy (and save_steps a multiple of eval_steps), as transformers' Trainer "
+        "requires.",
     )
     logging_steps: int = Field(
         10, ge=1, le=MAX_STEPS, description="Optimizer steps between progress events."
@@ -479,6 +499,8 @@ class TrainingConfig(Contract):
                 "hyperparameters.num_generations",
                 "batch_size * gradient_accumulation_steps must be a multiple of num_generations",
             )
+        if hp.load_best_model_at_end:
+            _check_best_model_evaluation(hp, self.eval_config)
         if self.method is Method.FULL and self.export_config.format is ExportFormat.MERGED:
             raise field_error(
                 "export_config.format", "method 'Full' trains all weights: use format 'adapter'"
@@ -486,10 +508,36 @@ class TrainingConfig(Contract):
         return self
 
     @property
+    def checkpoints_kept(self) -> int:
+        """How many of the newest checkpoints stay (save_total_limit, or its default)."""
+        family = "adapter" if self.method.uses_adapter else "full"
+        return self.hyperparameters.save_total_limit or CHECKPOINTS_KEPT[family]
+
+    @property
     def resolved_hyperparameters(self) -> ResolvedHyperparameters:
         """The hyperparameters with the defaults of this trainer type and method applied."""
         return resolve_hyperparameters(
             self.hyperparameters, trainer_type=self.trainer_type, method=self.method
+        )
+
+
+def _check_best_model_evaluation(hp: Hyperparameters, evaluation: EvalConfig | None) -> None:
+    """What transformers' Trainer checks when it is built, refused here rather than on the
+    GPU: the best checkpoint is known only where an evaluation falls on each save."""
+    field = "hyperparameters.load_best_model_at_end"
+    strategy = evaluation.eval_strategy.value if evaluation else "no"
+    if strategy == "no" or strategy != hp.save_strategy.value:
+        raise field_error(
+            field,
+            "load_best_model_at_end needs an evaluation at every checkpoint: set "
+            f"eval_config.eval_strategy to save_strategy ('{hp.save_strategy.value}'), "
+            f"not '{strategy}'",
+        )
+    if strategy == "steps" and evaluation and hp.save_steps % evaluation.eval_steps:
+        raise field_error(
+            field,
+            f"load_best_model_at_end needs save_steps ({hp.save_steps}) to be a multiple of "
+            f"eval_config.eval_steps ({evaluation.eval_steps})",
         )
 
 

@@ -1,4 +1,5 @@
-"""The status function: list jobs, show one, page its events, sign download URLs, list tiers.
+"""The status function: list jobs, show one, page its events and checkpoints, sign download
+URLs, list tiers.
 
 functions-framework --source functions/status/main.py --target serve_job_status
 """
@@ -10,7 +11,14 @@ import functions_framework
 
 from tuning import http
 from tuning.api import queries
-from tuning.api.models import DownloadQuery, EventsQuery, ListJobsQuery, TierList, TierView
+from tuning.api.models import (
+    CheckpointsQuery,
+    DownloadQuery,
+    EventsQuery,
+    ListJobsQuery,
+    TierList,
+    TierView,
+)
 from tuning.tiers import by_capacity
 
 
@@ -44,14 +52,29 @@ def list_job_events(request: flask.Request, job_id: str, query: EventsQuery) -> 
     return http.json_response(page)
 
 
+def list_checkpoints(
+    request: flask.Request, job_id: str, query: CheckpointsQuery
+) -> flask.Response:
+    """GET /jobs/{job_id}/checkpoints."""
+    page = queries.list_checkpoints(
+        job_id,
+        services=API.services,
+        owner=API.owner_scope(request),
+        limit=query.limit,
+        page_token=query.page_token,
+    )
+    return http.json_response(page)
+
+
 def download_artifact(request: flask.Request, job_id: str, query: DownloadQuery) -> flask.Response:
-    """GET /jobs/download/{job_id}?artifact=gguf|adapter|merged."""
+    """GET /jobs/download/{job_id}?artifact=gguf|adapter|merged, or ?checkpoint=STEP."""
     links = queries.download_links(
         job_id,
         services=API.services,
         owner=API.owner_scope(request),
-        artifact=query.artifact,
+        artifact=query.kind,
         quantization=query.quantization,
+        checkpoint=query.checkpoint,
         ttl_seconds=API.settings.signed_url_ttl_seconds,
     )
     return http.json_response(links)
@@ -70,6 +93,7 @@ API = http.Api(
         "list_jobs": list_jobs,
         "get_job": get_job,
         "list_job_events": list_job_events,
+        "list_checkpoints": list_checkpoints,
         "download_artifact": download_artifact,
     },
 )

@@ -55,6 +55,7 @@ STATUS_ROUTES = bind_routes(
             "list_jobs",
             "get_job",
             "list_job_events",
+            "list_checkpoints",
             "download_artifact",
             "list_tiers",
             "health",
@@ -155,7 +156,8 @@ def test_query_values_are_validated_by_the_model() -> None:
     query = query_of("limit=5&status=failed&page_token=", ListJobsQuery)
 
     assert (query.limit, query.status.value, query.page_token) == (5, "failed", None)
-    assert query_of("", DownloadQuery).artifact.value == "gguf"
+    assert query_of("", DownloadQuery).kind.value == "gguf"  # the seed's default artifact
+    assert query_of("checkpoint=7", DownloadQuery).kind.value == "checkpoint"
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,28 @@ class ArtifactKind(StrEnum):
     GGUF = "gguf"
     ADAPTER = "adapter"
     MERGED = "merged"
+    CHECKPOINT = "checkpoint"  # one of the job's checkpoints (`?checkpoint=STEP`)
+
+
+class CheckpointView(Answer):
+    """One complete checkpoint of a job, as `GET /jobs/{job_id}/checkpoints` lists it."""
+
+    step: int = Field(..., ge=0, description="The optimizer step it was saved at.")
+    epoch: float | None = Field(None, description="Epochs done then (fractional mid-epoch).")
+    created_at: AwareDatetime | None = Field(None, description="When it was complete.")
+    train_loss: float | None = Field(None, description="The last training loss logged by then.")
+    eval_step: int | None = Field(None, description="The step of `eval_metrics`.")
+    eval_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The nearest evaluation at or before `step` (e.g. `eval_loss`); empty "
+        "when none ran by then.",
+    )
+    size_bytes: int | None = Field(None, description="Every file of it, training state included.")
+
+
+class CheckpointList(Answer):
+    checkpoints: list[CheckpointView] = Field(..., description="Newest first.")
+    next_page_token: str | None = None
 
 
 class DownloadFile(Answer):
@@ -234,14 +256,16 @@ class DownloadFile(Answer):
 
 
 class DownloadLinks(Answer):
-    """Short-lived V4 signed URLs for one artifact of a completed job."""
+    """Short-lived V4 signed URLs for one artifact of a completed job, or for one checkpoint
+    of a job."""
 
     job_id: str
     artifact: ArtifactKind
+    checkpoint: int | None = Field(None, description="The checkpoint's step, for `checkpoint`.")
     download_url: str = Field(
         ...,
         description="The artifact's main file: the GGUF file, or the first weights file "
-        "(`*.safetensors`) of the adapter or merged folder.",
+        "(`*.safetensors`) of the adapter, merged or checkpoint folder.",
     )
     expires_at: AwareDatetime
     files: list[DownloadFile] = Field(
@@ -284,13 +308,41 @@ class EventsQuery(Query):
 
 
 class DownloadQuery(Query):
-    artifact: ArtifactKind = Field(ArtifactKind.GGUF, description="Which artifact to download.")
+    artifact: ArtifactKind | None = Field(
+        None,
+        description="Which artifact to download: `gguf` when omitted, `checkpoint` when "
+        "`checkpoint` is given.",
+    )
     quantization: GgufQuantization | None = Field(
         None, description="For `gguf`: which GGUF file; the first one written when omitted."
     )
+    checkpoint: int | None = Field(
+        None,
+        ge=0,
+        description="The step of one of the job's checkpoints (`GET /jobs/{job_id}/"
+        "checkpoints`): its weights or adapter, without the optimizer and RNG state. The "
+        "job need not be completed.",
+    )
 
     @model_validator(mode="after")
-    def _quantization_is_for_gguf(self) -> DownloadQuery:
-        if self.quantization is not None and self.artifact is not ArtifactKind.GGUF:
+    def _one_artifact(self) -> DownloadQuery:
+        if self.quantization is not None and self.kind is not ArtifactKind.GGUF:
             raise field_error("quantization", "quantization applies to artifact=gguf only")
+        if self.checkpoint is not None and self.kind is not ArtifactKind.CHECKPOINT:
+            raise field_error("checkpoint", "checkpoint downloads a checkpoint: leave artifact out")
+        if self.kind is ArtifactKind.CHECKPOINT and self.checkpoint is None:
+            raise field_error("checkpoint", "artifact=checkpoint needs checkpoint=STEP")
         return self
+
+    @property
+    def kind(self) -> ArtifactKind:
+        if self.artifact is not None:
+            return self.artifact
+        return ArtifactKind.GGUF if self.checkpoint is None else ArtifactKind.CHECKPOINT
+
+
+class CheckpointsQuery(Query):
+    limit: int = Field(20, ge=1, le=100, description="Checkpoints per page.")
+    page_token: str | None = Field(
+        None, min_length=1, max_length=MAX_PAGE_TOKEN_LENGTH, description="From `next_page_token`."
+    )

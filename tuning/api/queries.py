@@ -1,4 +1,5 @@
-"""The status function's core: list jobs, show one, page its events, sign its downloads.
+"""The status function's core: list jobs, show one, page its events and checkpoints, sign
+its downloads.
 
 `owner` is the caller when owner scoping is on (other callers' jobs then answer
 404, as if they did not exist) and None when every job is visible.
@@ -11,6 +12,8 @@ import logging
 
 from tuning.api.models import (
     ArtifactKind,
+    CheckpointList,
+    CheckpointView,
     DownloadFile,
     DownloadLinks,
     EventList,
@@ -18,7 +21,9 @@ from tuning.api.models import (
     JobList,
     JobSummary,
 )
+from tuning.checkpoints import complete_steps, is_training_state, read_marker
 from tuning.errors import ConflictError, NotFoundError
+from tuning.gcp.firestore import PageTokenError
 from tuning.ids import is_segment_id
 from tuning.jobs import JobRecord, JobStatus, utcnow
 from tuning.services import Services
@@ -66,6 +71,37 @@ def list_job_events(
     )
 
 
+def list_checkpoints(
+    job_id: str, *, services: Services, owner: str | None, limit: int, page_token: str | None
+) -> CheckpointList:
+    """One page of the job's complete checkpoints, newest first. The page token is the step
+    the previous page ended at; only the job's own checkpoint folder is listed."""
+    visible_job(job_id, services=services, owner=owner)
+    below = _step_cursor(page_token)
+    layout = services.settings.layout
+    root = layout.checkpoints_prefix(job_id)
+    steps = [s for s in reversed(complete_steps(services.storage.list(root), root)) if s < below]
+    views = []
+    for step in steps[:limit]:
+        try:
+            marker = read_marker(services.storage, layout, job_id, step)
+        except NotFoundError:  # deleted by the trainer's retention since the listing
+            continue
+        views.append(CheckpointView.model_validate(marker.model_dump(exclude={"files"})))
+    more = len(steps) > limit
+    return CheckpointList(
+        checkpoints=views, next_page_token=str(steps[limit - 1]) if more else None
+    )
+
+
+def _step_cursor(token: str | None) -> int:
+    if token is None:
+        return 2**63
+    if not token.isascii() or not token.isdigit() or len(token) > 19:
+        raise PageTokenError("page_token: not a token this API issued", field="page_token")
+    return int(token)
+
+
 def download_links(
     job_id: str,
     *,
@@ -74,15 +110,22 @@ def download_links(
     artifact: ArtifactKind,
     quantization: GgufQuantization | None,
     ttl_seconds: int,
+    checkpoint: int | None = None,
 ) -> DownloadLinks:
-    """V4 signed GET URLs for every file of one artifact of a completed job."""
+    """V4 signed GET URLs for every file of one artifact of a completed job, or of one
+    checkpoint of a job in any state."""
     job = visible_job(job_id, services=services, owner=owner)
-    if job.status is not JobStatus.COMPLETED:
+    if artifact is ArtifactKind.CHECKPOINT:
+        if checkpoint is None:
+            raise NotFoundError("artifact=checkpoint needs checkpoint=STEP", field="checkpoint")
+        objects = _checkpoint_objects(job, checkpoint, services=services)
+    elif job.status is not JobStatus.COMPLETED:
         raise ConflictError(
             f"the job is {job.status.value}; its artifacts can be downloaded once it is completed",
             field="job_id",
         )
-    objects = _artifact_objects(job, artifact, quantization, services=services)
+    else:
+        objects = _artifact_objects(job, artifact, quantization, services=services)
     lifetime = datetime.timedelta(seconds=ttl_seconds)
     expires_at = utcnow() + lifetime
     files = [
@@ -94,6 +137,7 @@ def download_links(
     return DownloadLinks(
         job_id=job_id,
         artifact=artifact,
+        checkpoint=checkpoint if artifact is ArtifactKind.CHECKPOINT else None,
         download_url=main.download_url,
         expires_at=expires_at,
         files=files,
@@ -140,7 +184,25 @@ def _artifact_objects(
     return names
 
 
+def _checkpoint_objects(job: JobRecord, step: int, *, services: Services) -> list[tuple[str, str]]:
+    """(name, URI) of the files of one complete checkpoint that hold the model: its weights
+    or adapter, config and tokenizer; not what only resumes training (optimizer, RNG)."""
+    layout = services.settings.layout
+    read_marker(services.storage, layout, job.job_id, step)  # NotFoundError: not complete
+    prefix = layout.checkpoint_prefix(job.job_id, step)
+    names = [(uri[len(prefix) :], uri) for uri in services.storage.list(prefix)]
+    names = [
+        (name, uri)
+        for name, uri in names
+        if name and not name.endswith("/") and not is_training_state(name)
+    ]
+    if not names:
+        raise NotFoundError(f"the checkpoint at step {step} is gone", field="checkpoint")
+    return names
+
+
 def _describe(artifact: ArtifactKind, quantization: GgufQuantization | None) -> str:
     if artifact is ArtifactKind.GGUF and quantization is not None:
         return f"{quantization.value} GGUF file"
-    return {"gguf": "GGUF file", "adapter": "adapter", "merged": "merged model"}[artifact.value]
+    names = {"gguf": "GGUF file", "adapter": "adapter", "merged": "merged model"}
+    return names.get(artifact.value, artifact.value)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from tuning.api.models import (
+    CheckpointList,
+    CheckpointsQuery,
     DeleteResponse,
     DownloadLinks,
     DownloadQuery,
@@ -98,7 +100,8 @@ OPERATIONS: tuple[Operation, ...] = (
         method="GET",
         path="/jobs/download/{job_id}",
         function="status",
-        summary="Short-lived signed URLs for a completed job's GGUF, adapter or merged model.",
+        summary="Short-lived signed URLs for a completed job's GGUF, adapter or merged model, "
+        "or for one checkpoint of a job.",
         answers={200: (DownloadLinks, "Signed URLs, valid until `expires_at`.")},
         errors=(*JOB_ERRORS, 409),
         query=DownloadQuery,
@@ -121,6 +124,17 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={200: (EventList, "One page of events, oldest first.")},
         errors=(400, *JOB_ERRORS),
         query=EventsQuery,
+    ),
+    Operation(
+        operation_id="list_checkpoints",
+        method="GET",
+        path="/jobs/{job_id}/checkpoints",
+        function="status",
+        summary="A job's complete checkpoints, newest first: step, epoch, losses, size. "
+        "`GET /jobs/download/{job_id}?checkpoint=STEP` signs one's files.",
+        answers={200: (CheckpointList, "One page of checkpoints.")},
+        errors=(400, *JOB_ERRORS),
+        query=CheckpointsQuery,
     ),
     Operation(
         operation_id="list_tiers",

@@ -183,8 +183,16 @@ class ApiClient:
             if not token:
                 return events
 
-    def download_link(self, job_id: str, artifact: str | None = None) -> Any:
-        params = _present({"artifact": artifact})
+    def checkpoints(self, job_id: str, limit: int = 20, page_token: str | None = None) -> Any:
+        params = _present({"limit": limit, "page_token": page_token})
+        return self._request(
+            "GET", self.endpoints.status_url, f"/jobs/{job_id}/checkpoints", params=params
+        )
+
+    def download_link(
+        self, job_id: str, artifact: str | None = None, *, checkpoint: int | None = None
+    ) -> Any:
+        params = _present({"artifact": artifact, "checkpoint": checkpoint})
         return self._request(
             "GET", self.endpoints.status_url, f"/jobs/download/{job_id}", params=params
         )

@@ -54,9 +54,20 @@ def register(sub: Any) -> None:
     parser.add_argument("job_id")
     parser.add_argument("-o", "--output", type=Path, default=Path("loss.png"))
 
-    parser = add_command(sub, "download", download, "download a completed job's artifact")
+    parser = add_command(sub, "checkpoints", checkpoints, "list a job's checkpoints, newest first")
     parser.add_argument("job_id")
-    parser.add_argument("--artifact", choices=["gguf", "adapter", "merged"])
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--page-token")
+
+    parser = add_command(
+        sub, "download", download, "download a completed job's artifact, or a checkpoint"
+    )
+    parser.add_argument("job_id")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--artifact", choices=["gguf", "adapter", "merged"])
+    group.add_argument(
+        "--checkpoint", type=int, metavar="STEP", help="a checkpoint's weights or adapter"
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("."))
 
 
@@ -217,8 +228,37 @@ def plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def checkpoints(args: argparse.Namespace) -> int:
+    page = client_from(args).checkpoints(args.job_id, limit=args.limit, page_token=args.page_token)
+    if args.json:
+        print_json(page)
+        return 0
+    print(f"{'step':>8} {'epoch':>6} {'train loss':>10} {'eval loss':>10} {'size':>9}  created")
+    for checkpoint in page["checkpoints"]:
+        print(describe_checkpoint(checkpoint))
+    if page.get("next_page_token"):
+        print(f"(more: --page-token {page['next_page_token']})")
+    return 0
+
+
+def describe_checkpoint(checkpoint: dict[str, Any]) -> str:
+    def figure(value: float | None, width: int, digits: int = 4) -> str:
+        return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+    size = checkpoint.get("size_bytes")
+    megabytes = f"{size / 1e6:>7.1f}MB" if size is not None else f"{'-':>9}"
+    eval_loss = (checkpoint.get("eval_metrics") or {}).get("eval_loss")
+    return (
+        f"{checkpoint['step']:>8} {figure(checkpoint.get('epoch'), 6, 2)} "
+        f"{figure(checkpoint.get('train_loss'), 10)} {figure(eval_loss, 10)} {megabytes}  "
+        f"{checkpoint.get('created_at') or ''}"
+    )
+
+
 def download(args: argparse.Namespace) -> int:
-    answer = client_from(args).download_link(args.job_id, args.artifact)
+    answer = client_from(args).download_link(
+        args.job_id, args.artifact, checkpoint=getattr(args, "checkpoint", None)
+    )
     files = answer.get("files") or [{"download_url": answer["download_url"]}]
     args.output.mkdir(parents=True, exist_ok=True)
     written = []
