@@ -130,7 +130,7 @@ locals {
     { account = "status", bucket = "models", role = "roles/storage.objectViewer", why = "lists a job's artifacts; a signed URL only works if its signer may read the object" },
     { account = "trainer", bucket = "config", role = "roles/storage.objectViewer", why = "reads its job's config" },
     { account = "trainer", bucket = "data", role = "roles/storage.objectViewer", why = "reads the processed datasets (and base-model snapshots kept there)" },
-    { account = "trainer", bucket = "models", role = "roles/storage.objectUser", why = "writes checkpoints and artifacts, overwriting and pruning checkpoints when a retried attempt resumes" },
+    { account = "trainer", bucket = "models", role = "roles/storage.objectUser", why = "writes checkpoints and artifacts, overwriting and pruning checkpoints when a retried attempt resumes; reads base models through the models volume (get, list) and stages Hub models under base_models/hub/" },
     { account = "builder", bucket = "sources", role = "roles/storage.objectViewer", why = "Cloud Build reads the function source zips" },
   ]
 

@@ -28,7 +28,21 @@ locals {
     # The task's deadline, for an execution started without dispatch's override of it.
     TRAINER_TASK_TIMEOUT_SECONDS = tostring(var.trainer_task_timeout_seconds)
     LOG_FORMAT                   = "json"
+    # Where the models volume below shows the bucket's base_models/ folder: base weights are
+    # read from there in place, never copied into the task's memory (trainer/base_model.py).
+    MODELS_MOUNT_PATH     = local.models_mount_path
+    MODELS_MOUNT_ONLY_DIR = local.models_mount_only_dir
   }
+
+  # The models bucket as a read-only Cloud Storage volume (Cloud Storage FUSE), limited to its
+  # base_models/ folder (gcsfuse's only-dir): uploaded base models and the trainer's Hub
+  # copies (base_models/hub/, which the trainer writes through the API, never the volume).
+  # Jobs' outputs and checkpoints stay out of sight of the volume, which reads with the
+  # trainer account's own credentials rather than the job's downscoped ones. Reads need
+  # storage.objects.get and .list on the bucket: the trainer's objectUser grant (iam.tf).
+  # https://cloud.google.com/run/docs/configuring/jobs/cloud-storage-volume-mounts
+  models_mount_path     = "/mnt/models"
+  models_mount_only_dir = "base_models" # tuning/tenancy.py BASE_MODELS
 }
 
 resource "google_artifact_registry_repository" "trainer" {
@@ -183,6 +197,20 @@ resource "google_cloud_run_v2_job" "trainer" {
       # projects are granted.
       gpu_zonal_redundancy_disabled = !var.trainer_gpu_zonal_redundancy
 
+      # Network file systems (the models volume) need the second generation environment,
+      # the only one Cloud Run jobs run in; stated so that it cannot silently change.
+      # https://cloud.google.com/run/docs/about-execution-environments
+      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
+
+      volumes {
+        name = "models"
+        gcs {
+          bucket        = google_storage_bucket.models.name
+          read_only     = true
+          mount_options = ["only-dir=${local.models_mount_only_dir}"]
+        }
+      }
+
       node_selector {
         accelerator = each.value.gpu.type
       }
@@ -204,6 +232,11 @@ resource "google_cloud_run_v2_job" "trainer" {
             name  = env.key
             value = env.value
           }
+        }
+
+        volume_mounts {
+          name       = "models"
+          mount_path = local.models_mount_path
         }
       }
     }

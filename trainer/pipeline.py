@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
+from trainer.base_model import ModelsMount, obtain_base_model
 from trainer.batching import BatchingPlan, plan_batching, spread_over_processes
 from trainer.checkpoints import CheckpointStore, Retention
 from trainer.data import DatasetSplits, SplitFile, load_splits
@@ -32,7 +33,7 @@ from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_ex
 from trainer.handoff import Handoff, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
-from trainer.modeling import fetch_base_model, load_model_config, load_processor, load_tokenizer
+from trainer.modeling import load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, evaluation_enabled, recipe_for
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.stats import dataset_stats, token_lengths
@@ -89,13 +90,16 @@ def run_training_job(
     work_dir = Path(settings.work_dir) / settings.job_id
     shutil.rmtree(work_dir, ignore_errors=True)  # a rerun on the same disk starts clean
     reporter.preparing("fetching the base model")
-    model_dir = fetch_base_model(
+    # Read in place through the models volume where there is one (trainer/base_model.py).
+    model_dir = obtain_base_model(
         config.base_model_id,
         storage=services.storage,
-        directory=work_dir / "base",
+        work_dir=work_dir,
         token=job.hf_token,
         locations=BaseModelLocations.from_settings(settings),
+        mount=ModelsMount.from_settings(settings),
         check_config=functools.partial(check_model_config, config, placement=job.placement),
+        note=reporter.message,
     )
     if gguf_tools is not None:
         from trainer.gguf import check_exportable

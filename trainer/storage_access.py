@@ -12,8 +12,10 @@ import copy
 import logging
 
 from trainer.errors import JobGone
-from tuning.gcp.access_boundary import job_storage_boundary
+from trainer.hub_staging import staging_rule
+from tuning.gcp.access_boundary import StorageBoundary, job_storage_boundary
 from tuning.gcp.storage import narrowed_store
+from tuning.layout import GCS_SCHEME
 from tuning.services import Services
 from tuning.settings import TrainerSettings
 from tuning.tenancy import BaseModelLocations
@@ -31,6 +33,11 @@ def narrow_job_storage(settings: TrainerSettings, services: Services) -> Service
         settings.layout,
         base_model_locations=BaseModelLocations.from_settings(settings),
     )
+    if settings.models_mount_path is not None and not record.base_model_id.startswith(GCS_SCHEME):
+        # A Hub model is staged in the models bucket and read through its volume
+        # (trainer/hub_staging.py): this repo's staging prefix, and no other repo's.
+        rule = staging_rule(settings.models_bucket, record.base_model_id)
+        boundary = StorageBoundary(rules=(*boundary.rules, rule))
     narrowed = copy.copy(services)  # shares the adapters already made (jobs, publisher)
     narrowed.__dict__["storage"] = narrowed_store(
         services.storage, boundary, project=settings.project_id

@@ -262,6 +262,36 @@ class TrainerSettings(ServiceSettings):
     stop_grace_seconds: float = Field(
         10.0, ge=0, validation_alias=env("TRAINER_STOP_GRACE_SECONDS")
     )
+    # The models bucket as a read-only Cloud Storage volume (terraform/trainer.tf): where the
+    # container sees it, and the bucket folder it shows (Cloud Storage FUSE's only-dir; empty:
+    # the whole bucket). Set, a gs:// base model under it is read in place instead of being
+    # copied into the task's memory, and a Hub model is staged once under base_models/hub/
+    # and read from there (trainer/base_model.py). Unset: both are downloaded, as before.
+    models_mount_path: str | None = Field(None, validation_alias=env("MODELS_MOUNT_PATH"))
+    models_mount_only_dir: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_.=+-]+(/[A-Za-z0-9_.=+-]+)*)?$",
+        validation_alias=env("MODELS_MOUNT_ONLY_DIR"),
+    )
+
+    @field_validator("models_mount_path", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("models_mount_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("models_mount_only_dir")
+    @classmethod
+    def _plain_folder(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError("a folder of the bucket, without '.' or '..' segments")
+        return value
 
     @property
     def job_attempt(self) -> int:

@@ -35,6 +35,11 @@ HF_TOKEN_SECRET_FIELD = "hf_token_secret"
 WANDB_KEY_SECRET_FIELD = "training_config.wandb_config.api_key_secret"
 # Where `tuning models upload --to gs://<models bucket>/base_models/NAME/` puts a model.
 BASE_MODELS = "base_models"
+# Below base_models/: the trainer's copies of Hub models (trainer/hub_staging.py), each made
+# with the token of the job that staged it. Never a base_model_id: a gated model staged by one
+# caller would reach callers the Hub refuses; the trainer reads a staged copy only after the
+# job's own token passed the Hub's access check.
+HUB_STAGING = "hub"
 
 # The annotation an operator sets on a secret to let callers name it: the identities
 # (emails or OIDC subjects, exactly as jobs record their owner) separated by spaces, or
@@ -108,6 +113,7 @@ class BaseModelLocations:
         outputs = (ADAPTERS, MERGED, GGUF, CHECKPOINTS)
         refused = [GcsLocation(models, (prefix,)) for prefix in outputs]
         refused.append(GcsLocation(configs, (CONFIGS,)))
+        refused.append(GcsLocation(models, (BASE_MODELS, HUB_STAGING)))
         return cls(allowed=tuple(dict.fromkeys(allowed)), refused=tuple(refused))
 
     def allows(self, candidate: GcsLocation) -> bool:
@@ -138,7 +144,9 @@ class BaseModelLocations:
         raise InvalidRequestError(
             f"{BASE_MODEL_FIELD}: {base_model_id} is not in a location this deployment reads "
             f"base models from ({places}); jobs' outputs, checkpoints and configs are never "
-            f"base models. Upload the model first: tuning models upload DIR --to {models}NAME/ "
+            f"base models, nor the trainer's Hub copies under {models}{HUB_STAGING}/ (name "
+            "the Hub id instead). Upload the model first: "
+            f"tuning models upload DIR --to {models}NAME/ "
             "(an operator can allow more locations with ALLOWED_BASE_MODEL_LOCATIONS, "
             "Terraform allowed_base_model_locations)",
             field=BASE_MODEL_FIELD,

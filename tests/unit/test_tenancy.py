@@ -150,7 +150,26 @@ def test_locations_know_the_deployment_buckets() -> None:
         "gs://models-bucket/gguf_models/",
         "gs://models-bucket/checkpoints/",
         "gs://cfg-bucket/configs/",
+        "gs://models-bucket/base_models/hub/",
     ]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gs://models-bucket/base_models/hub/google/gemma-3-1b-it/" + "a" * 40 + "/stage-1/",
+        "gs://models-bucket/base_models/hub/",
+        "gs://models-bucket/base_models/",  # would hold the staged copies too
+    ],
+)
+def test_hub_copies_the_trainer_staged_are_never_a_base_model(model: str) -> None:
+    locations = BaseModelLocations.from_settings(settings())
+
+    with pytest.raises(InvalidRequestError) as raised:
+        locations.check(model)
+
+    assert raised.value.field == "training_config.base_model_id"
+    assert "base_models/hub/" in raised.value.message
 
 
 @pytest.mark.parametrize(

@@ -291,6 +291,34 @@ class GcsStore:
             blob.upload_from_string(data, content_type=content_type, retry=_WRITE_RETRY)
         return uri
 
+    @requires("storage.objects.create")
+    def create_bytes(
+        self, uri: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> bool:
+        """Write `data` to `uri` only if no object is there: True when this call created it,
+        False when one already existed (GCS's `ifGenerationMatch=0` precondition, so of two
+        concurrent writers exactly one wins). A retry of a create whose first try landed
+        also answers False: a caller that must know reads the object back."""
+        blob = self._blob(uri, Operation.WRITE)
+        try:
+            with _api_errors(uri):
+                blob.upload_from_string(
+                    data, content_type=content_type, if_generation_match=0, retry=_WRITE_RETRY
+                )
+        except api_exceptions.PreconditionFailed:
+            return False
+        return True
+
+    @requires("storage.objects.create", "storage.objects.delete")
+    def upload_file(self, local_path: Path | str, uri: str) -> str:
+        """Upload one local file to `uri` (overwriting; large files go up resumably)."""
+        blob = self._blob(uri, Operation.WRITE)
+        path = Path(local_path)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with _api_errors(uri):
+            blob.upload_from_filename(str(path), content_type=content_type, retry=_WRITE_RETRY)
+        return uri
+
     @requires("storage.objects.create", "storage.objects.delete")
     def upload_json(self, uri: str, obj: Any) -> str:
         """Write `obj` (JSON-able or a pydantic model) as UTF-8 JSON."""

@@ -28,6 +28,7 @@ from pathlib import Path
 HOST = "127.0.0.1"
 DEFAULT_PROJECT = "local-tuning"
 STATE_FILE = "emulators.json"
+LOCAL_GCS_ROOT_ENV = "TUNING_LOCAL_GCS_ROOT"
 ENV_FILE = "emulators.env"
 JVM_FLAGS = ["-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
@@ -44,9 +45,13 @@ class EmulatorEndpoints:
     firestore_host: str
     pubsub_host: str
     storage_url: str
+    # fake-gcs-server's filesystem backend keeps object NAME of bucket B at
+    # `<storage_root>/B/NAME`: the view a Cloud Storage volume gives (trainer/base_model.py).
+    storage_root: str = ""
 
     def environ(self) -> dict[str, str]:
         return {
+            **({LOCAL_GCS_ROOT_ENV: self.storage_root} if self.storage_root else {}),
             "GOOGLE_CLOUD_PROJECT": self.project,
             "FIRESTORE_EMULATOR_HOST": self.firestore_host,
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
@@ -220,6 +225,7 @@ class EmulatorStack:
             firestore_host=f"{HOST}:{firestore_port}",
             pubsub_host=f"{HOST}:{pubsub_port}",
             storage_url=storage_url,
+            storage_root=str(storage_root.resolve()),
         )
         try:
             self._wait_until_ready(timeout)

@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuning.local.emulators import DEFAULT_PROJECT, EmulatorStack, stop_process_group
+from tuning.local.emulators import (
+    DEFAULT_PROJECT,
+    LOCAL_GCS_ROOT_ENV,
+    EmulatorStack,
+    stop_process_group,
+)
 from tuning.local.front_door import FrontDoorProcess, start_front_door
 from tuning.local.functions import (
     FUNCTIONS,
@@ -43,6 +48,7 @@ from tuning.local.functions import (
     stop_function,
 )
 from tuning.local.issuer import ISSUER_KEY_ENV, LocalIssuer
+from tuning.tenancy import BASE_MODELS
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
@@ -101,6 +107,7 @@ def stack_environment(emulator_env: dict[str, str], workdir: Path) -> dict[str, 
     """The settings every local deployable reads, as Terraform would set them in GCP."""
     return {
         **emulator_env,
+        **models_mount_environment(emulator_env, BUCKETS["models"]),
         "PROJECT_ID": emulator_env["GOOGLE_CLOUD_PROJECT"],
         "REGION": "local",
         "GCS_DATA_BUCKET_NAME": BUCKETS["data"],
@@ -124,6 +131,21 @@ def stack_environment(emulator_env: dict[str, str], workdir: Path) -> dict[str, 
         "LOG_FORMAT": "text",
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/root"),
+    }
+
+
+def models_mount_environment(emulator_env: dict[str, str], models_bucket: str) -> dict[str, str]:
+    """The trainer's models volume, imitated: Terraform mounts the models bucket's
+    base_models/ folder read-only (gcsfuse only-dir) at MODELS_MOUNT_PATH; locally that
+    folder is fake-gcs-server's own copy of it, `<filesystem root>/<bucket>/base_models`,
+    where every object written through the API appears at once, as on the volume. The
+    trainer only reads there (trainer/base_model.py); nothing else writes to it."""
+    root = emulator_env.get(LOCAL_GCS_ROOT_ENV)
+    if not root:
+        return {}
+    return {
+        "MODELS_MOUNT_PATH": str(Path(root) / models_bucket / BASE_MODELS),
+        "MODELS_MOUNT_ONLY_DIR": BASE_MODELS,
     }
 
 
