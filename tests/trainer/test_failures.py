@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -226,8 +226,12 @@ def test_an_attempt_stops_mid_training_once_its_job_is_cancelled(
 
 @dataclass
 class SavedAt:
+    """What the upload callback reads of the Trainer's arguments and state at a save."""
+
     output_dir: str
     global_step: int = 4
+    epoch: float | None = 0.5
+    log_history: list[dict[str, float]] = field(default_factory=list)
 
 
 def test_a_checkpoint_uploads_in_the_background_from_a_snapshot(
