@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from trainer.errors import BrokenJobError, JobGone, UserError
 from tuning.errors import InvalidRequestError, NotFoundError
-from tuning.jobs import JobRecord, Placement
+from tuning.jobs import JobRecord, Lineage, Placement
 from tuning.launchers import same_execution
 from tuning.logs import register_secret
 from tuning.services import Services
@@ -26,6 +26,7 @@ class Job:
     hf_token: str | None
     wandb_api_key: str | None
     placement: Placement | None = None  # the tier submit chose, and its estimate if it had one
+    lineage: Lineage | None = None  # the earlier job it continues (training_config.from_job)
 
     @property
     def job_id(self) -> str:
@@ -71,6 +72,7 @@ def load_job(settings: TrainerSettings, services: Services) -> Job:
         hf_token=hf_token,
         wandb_api_key=wandb_key,
         placement=record.placement,
+        lineage=record.lineage,
     )
 
 

@@ -304,8 +304,9 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
 
         return load_unsloth_model(run), None
     vision = run.processor is not None
+    full_continuation = run.continue_from is not None and not config.method.uses_adapter
     model = load_model(
-        run.model_dir,
+        run.continue_from if full_continuation and run.continue_from else run.model_dir,
         method=config.method,
         hardware=run.hardware,
         attention=run.attention,
@@ -314,6 +315,11 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
     )
     if not config.method.uses_adapter:
         return model, None
+    if run.continue_from is not None:
+        from trainer.continuation import continue_adapter
+
+        quantized = config.method is Method.QLORA
+        return continue_adapter(model, run.continue_from, quantized=quantized), None
     text_on_multimodal = not vision and has_image_path(run.model_dir)
     return model, lora_config(config.hyperparameters, exclude_image_path=text_on_multimodal)
 

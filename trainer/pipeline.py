@@ -101,6 +101,7 @@ def run_training_job(
         check_config=functools.partial(check_model_config, config, placement=job.placement),
         note=reporter.message,
     )
+    continue_from = _parent_weights(job, services, work_dir, reporter)
     if gguf_tools is not None:
         from trainer.gguf import check_exportable
 
@@ -145,6 +146,7 @@ def run_training_job(
         run_name=settings.job_id,
         warn=functools.partial(_warn, reporter),
         ranks=cohort.ranks,
+        continue_from=continue_from,
     )
     if cohort.ranks.distributed:
         run.batching = _spread(run, reporter)
@@ -378,6 +380,21 @@ def _export_formats(config: TrainingConfig) -> list[str]:
         formats.append(ExportFormat.MERGED.value)
     formats += [f"gguf-{quantization.value}" for quantization in export.quantizations]
     return formats
+
+
+def _parent_weights(
+    job: Job, services: Services, work_dir: Path, reporter: EventReporter
+) -> Path | None:
+    """The earlier job's adapter or weights this job continues from (None: it starts from
+    the base model)."""
+    lineage = job.lineage
+    if lineage is None:
+        return None
+    from trainer.continuation import fetch_parent_weights
+
+    where = f"step {lineage.parent_step}" if lineage.parent_step is not None else "its final model"
+    reporter.preparing(f"fetching job {lineage.parent_job_id}'s weights ({where})")
+    return fetch_parent_weights(services.storage, lineage, work_dir / "parent")
 
 
 def _resume_point(

@@ -39,6 +39,7 @@ class TrainingRun:
     run_name: str | None = None
     warn: Callable[[str], None] = lambda text: None
     ranks: Ranks = SINGLE  # the training processes (one per GPU) this one is among
+    continue_from: Path | None = None  # the earlier job's adapter or weights (from_job)
 
     @property
     def trainer_callbacks(self) -> list[Any]:

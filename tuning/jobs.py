@@ -158,6 +158,16 @@ class Placement(Part):
     estimated_from: str | None = Field(None, description="Which model config it was made from.")
 
 
+class Lineage(Part):
+    """The earlier job a job continues from (`training_config.from_job`)."""
+
+    parent_job_id: str
+    parent_step: int | None = Field(
+        None, ge=0, description="The parent's checkpoint step; null: its final model."
+    )
+    weights: str = Field(..., description="gs:// folder of the adapter or weights it starts from.")
+
+
 class JobRecord(BaseModel):
     """One fine-tuning job as stored in Firestore under `jobs/{job_id}`."""
 
@@ -180,6 +190,9 @@ class JobRecord(BaseModel):
         None, description="Hash of the request without secrets: a reused key must match it."
     )
     config_uri: str | None = None
+    lineage: Lineage | None = Field(
+        None, description="The earlier job it continues from, and from which of its weights."
+    )
     placement: Placement | None = Field(
         None, description="Its GPU tier and memory estimate (null: recorded before tiers)."
     )
@@ -258,6 +271,7 @@ def new_job_record(
     config_uri: str | None,
     secret_references: dict[str, str],
     placement: Placement | None = None,
+    lineage: Lineage | None = None,
     now: datetime | None = None,
 ) -> JobRecord:
     """The `queued` record for a validated request (secret values never reach it)."""
@@ -279,4 +293,5 @@ def new_job_record(
         config_uri=config_uri,
         secret_references=secret_references,
         placement=placement,
+        lineage=lineage,
     )

@@ -30,6 +30,7 @@ from tuning.errors import InvalidRequestError
 from tuning.ids import (
     GCS_PREFIX_PATTERN,
     HF_MODEL_PATTERN,
+    SEGMENT_PATTERN,
     HfRepoId,
     IdempotencyKey,
     SecretReference,
@@ -48,6 +49,8 @@ MAX_STEPS = 1_000_000
 # Checkpoints kept in Cloud Storage when save_total_limit is left out, by method family.
 CHECKPOINTS_KEPT = {"adapter": 3, "full": 1}
 MAX_CHECKPOINTS_KEPT = 20
+# `from_job`: a job id, then optionally ':' and one of its checkpoints' steps.
+FROM_JOB_PATTERN = SEGMENT_PATTERN.removesuffix("$") + r"(:[0-9]{1,9})?$"
 # GRPO reward weights: far above any useful scale, low enough that summed rewards stay finite.
 MAX_REWARD_WEIGHT = 1000.0
 
@@ -446,6 +449,24 @@ class TrainingConfig(Contract):
     compute: ComputeConfig = Field(
         default_factory=ComputeConfig, description="Where the job trains: its GPU tier."
     )
+    from_job: str | None = Field(
+        None,
+        pattern=FROM_JOB_PATTERN,
+        description="Continue from an earlier job of yours: `<job_id>` starts from its final "
+        "adapter (LoRA, QLoRA) or weights (Full), `<job_id>:<step>` from one of its "
+        "checkpoints (`GET /jobs/{job_id}/checkpoints`). The base model, method and modality "
+        "must be the earlier job's; the trainer type may be the same, or any after an SFT "
+        "job (SFT then DPO, ORPO or GRPO). An adapter continues with its own LoRA rank, alpha "
+        "and target modules.",
+    )
+
+    @property
+    def parent(self) -> tuple[str, int | None] | None:
+        """(job id, checkpoint step or None for the final model) of `from_job`."""
+        if self.from_job is None:
+            return None
+        job_id, _, step = self.from_job.partition(":")
+        return job_id, int(step) if step else None
 
     @field_validator("base_model_id")
     @classmethod

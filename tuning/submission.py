@@ -4,9 +4,10 @@ Used by the submit function (which then publishes a `JobReference`) and by
 dispatch for full requests that other services publish (`record_published_job`: their
 secrets are references only, so dispatch never writes or deletes a secret). The order matters:
 what the request names is checked first (`tuning.tenancy`: base model locations, secrets
-shared with the owner) and where the job trains (`tuning.placement`: its GPU tier, or a 422
-when none holds it), then secrets (only references leave this module), the redacted config,
-then the Firestore record, then the message. If any step fails, the steps
+shared with the owner; `tuning.lineage`: the earlier job it continues) and where the job
+trains (`tuning.placement`: its GPU tier, or a 422 when none holds it), then secrets (only
+references leave this module), the redacted config, then the Firestore record, then the
+message. If any step fails, the steps
 before it are undone, so a failed submit leaves no record, config or secret.
 """
 
@@ -17,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tuning.errors import ConflictError, TransientError, TuningError
-from tuning.jobs import JobRecord, Placement, new_job_id, new_job_record, stable_suffix
+from tuning.jobs import JobRecord, Lineage, Placement, new_job_id, new_job_record, stable_suffix
+from tuning.lineage import check_parent
 from tuning.placement import place_job
 from tuning.services import Services
 from tuning.spec import JobReference, TrainRequest
@@ -64,11 +66,19 @@ def submit_job(
     existing = services.jobs.find(job_id)
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
+    lineage = check_parent(request.training_config, owner=owner, services=services)
     placement = place(request, services)
     try:
         references = store_secrets(request, job_id=job_id, services=services)
         return _record_job(
-            request, job_id, owner, references, placement, services=services, publish=publish
+            request,
+            job_id,
+            owner,
+            references,
+            placement,
+            lineage,
+            services=services,
+            publish=publish,
         )
     except TuningError as error:
         remove_job_data(job_id, services=services)
@@ -88,11 +98,19 @@ def record_published_job(
     existing = services.jobs.find(job_id)
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
+    lineage = check_parent(request.training_config, owner=owner, services=services)
     placement = place(request, services)
     references = referenced_secrets(request)
     try:
         return _record_job(
-            request, job_id, owner, references, placement, services=services, publish=False
+            request,
+            job_id,
+            owner,
+            references,
+            placement,
+            lineage,
+            services=services,
+            publish=False,
         )
     except TuningError as error:
         remove_job_files(job_id, services=services)
@@ -105,6 +123,7 @@ def _record_job(
     owner: str | None,
     references: dict[str, str],
     placement: Placement,
+    lineage: Lineage | None,
     *,
     services: Services,
     publish: bool,
@@ -118,6 +137,7 @@ def _record_job(
         config_uri=config_uri,
         secret_references=references,
         placement=placement,
+        lineage=lineage,
     )
     stored, created = services.jobs.create(record)
     if not created:  # a concurrent submit with the same key got there first

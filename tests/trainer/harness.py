@@ -14,7 +14,7 @@ from tuning.events import JobEvent, parse_event
 from tuning.gcp.pubsub import PubSubAdmin
 from tuning.gcp.secrets import LocalSecretStore
 from tuning.gcp.storage import GcsStore
-from tuning.jobs import Placement, new_job_record
+from tuning.jobs import Lineage, Placement, new_job_record
 from tuning.services import Services
 from tuning.settings import TrainerSettings
 from tuning.spec import TrainRequest
@@ -147,7 +147,13 @@ class TrainerStack:
             uri = f"gs://{self.data_bucket}/processed_datasets/{dataset_id}/{name}"
             self.storage.upload_bytes(uri, data)
 
-    def submit(self, request_data: dict[str, Any], *, placement: Placement | None = None) -> str:
+    def submit(
+        self,
+        request_data: dict[str, Any],
+        *,
+        placement: Placement | None = None,
+        lineage: Lineage | None = None,
+    ) -> str:
         """Store secrets, the redacted config and the queued record, as submit does (with
         the tier submit would have placed it on)."""
         request = TrainRequest.model_validate(request_data)
@@ -170,6 +176,7 @@ class TrainerStack:
             config_uri=config_uri,
             secret_references=references,
             placement=placement,
+            lineage=lineage,
         )
         services.jobs.create(record)
         return job_id

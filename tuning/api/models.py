@@ -22,6 +22,7 @@ from tuning.jobs import (
     JobError,
     JobRecord,
     JobStatus,
+    Lineage,
     Metrics,
     Placement,
     Progress,
@@ -180,6 +181,9 @@ class JobDetail(Answer):
     placement: Placement | None = Field(
         None, description="The GPU tier the job trains on and the memory estimate behind it."
     )
+    lineage: LineageView | None = Field(
+        None, description="The earlier job it continues (`training_config.from_job`)."
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord) -> JobDetail:
@@ -214,7 +218,19 @@ class JobDetail(Answer):
             last_attempt_end=job.last_attempt_end,
             resumed_from_step=job.resumed_from_step,
             placement=job.placement,
+            lineage=LineageView.of(job.lineage) if job.lineage else None,
         )
+
+
+class LineageView(Answer):
+    parent_job_id: str = Field(..., description="The job it continues from.")
+    parent_step: int | None = Field(
+        None, description="The parent's checkpoint it started from; null: its final model."
+    )
+
+    @classmethod
+    def of(cls, lineage: Lineage) -> LineageView:
+        return cls(parent_job_id=lineage.parent_job_id, parent_step=lineage.parent_step)
 
 
 class EventList(Answer):

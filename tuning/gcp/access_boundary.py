@@ -164,6 +164,7 @@ def job_storage_boundary(
     - a vision job: read any object of the data bucket, since rows may name images anywhere
       there (trainer/images.py); never list it, never another bucket;
     - a gs:// base model: list and read its prefix, when `base_model_locations` allows it;
+    - read the earlier job's adapter or checkpoint folder it continues from (from_job);
     - read, write and delete its own output prefixes (adapter, merged, GGUF, checkpoints).
     """
     from tuning.spec import Modality
@@ -184,10 +185,23 @@ def job_storage_boundary(
                 allowed = False  # the trainer refuses it as a user error before reading
         if allowed and parse_gcs_uri(base_model)[1]:
             rules.append(_rule(base_model if base_model.endswith("/") else f"{base_model}/"))
+    lineage = record.lineage
+    if lineage is not None and _is_parent_folder(lineage.weights, lineage.parent_job_id, layout):
+        rules.append(_rule(lineage.weights))  # the earlier job's weights it continues from
     rules += [
         _rule(prefix, access=Access.READ_WRITE) for prefix in layout.job_prefixes(record.job_id)
     ]
     return StorageBoundary(rules=tuple(_unique(rules)))
+
+
+def _is_parent_folder(weights: str, parent_job_id: str, layout: StorageLayout) -> bool:
+    """Whether `weights` is the parent's adapter folder or one of its checkpoints: the only
+    folders submit records (tuning/lineage.py), checked again here, where the rule is made."""
+    checkpoints = layout.checkpoints_prefix(parent_job_id)
+    if weights == layout.adapter_prefix(parent_job_id):
+        return True
+    step = weights.removeprefix(checkpoints).removeprefix("checkpoint-").removesuffix("/")
+    return weights.startswith(checkpoints) and step.isdigit() and weights.endswith("/")
 
 
 def _rule(uri: str, *, exact: bool = False, access: Access = Access.READ) -> StorageRule:
