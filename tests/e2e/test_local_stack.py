@@ -205,3 +205,37 @@ def test_job_on_a_two_gpu_tier_trains_as_two_processes_with_one_set_of_events(
     models = local_stack.exports["TUNING_MODELS_BUCKET"]
     with local_stack.scoped():
         assert not [uri for uri in GcsStore().list(f"gs://{models}/") if job_id in uri]
+
+
+def test_checkpoints_are_listed_downloaded_and_continued_from(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    parent = local_stack.submit(
+        quick_request(local_stack, save_strategy="steps", save_steps=2), "parent"
+    )
+    assert local_stack.wait_for(parent, finished)["status"] == "completed"
+
+    listed = json.loads(local_stack.cli("--json", "checkpoints", parent).stdout)["checkpoints"]
+    assert [checkpoint["step"] for checkpoint in listed] == [6, 4, 2]  # save_total_limit 3
+    assert all(checkpoint["train_loss"] is not None for checkpoint in listed)
+    table = local_stack.cli("checkpoints", parent).stdout
+    assert table.splitlines()[0].split()[:2] == ["step", "epoch"] and len(table.splitlines()) == 4
+    local_stack.cli("download", parent, "--checkpoint", "4", "-o", str(tmp_path / "at-4"))
+    names = {path.name for path in (tmp_path / "at-4").iterdir()}
+    assert "adapter_model.safetensors" in names and "optimizer.pt" not in names
+
+    request = quick_request(local_stack)
+    request["training_config"]["from_job"] = f"{parent}:4"
+    child = local_stack.submit(request, "child")
+    job = local_stack.wait_for(child, finished)
+    assert job["status"] == "completed", job.get("error")
+    assert job["lineage"] == {"parent_job_id": parent, "parent_step": 4}
+
+    other = local_stack.cli(
+        "--as",
+        "mallory@example.com",
+        "submit",
+        str(local_stack.workdir / "child.json"),
+        check=False,
+    )
+    assert other.returncode != 0 and "of yours" in other.stderr
