@@ -23,6 +23,15 @@ from tuning.spec import Provider, TrainerType, TrainingConfig
 FROM_JOB_FIELD = "training_config.from_job"
 
 
+class ParentNotFoundError(InvalidRequestError):
+    """The request names a job that is not the caller's: answered as a job that does not
+    exist (404), and, being a request that can never succeed, never retried (a published
+    request naming one is acknowledged and dropped, as any invalid request)."""
+
+    code = "not_found"
+    http_status = 404
+
+
 def check_parent(
     config: TrainingConfig, *, owner: str | None, services: Services
 ) -> Lineage | None:
@@ -33,7 +42,9 @@ def check_parent(
     parent_id, step = config.parent
     parent = services.jobs.find(parent_id) if is_segment_id(parent_id) else None
     if parent is None or parent.owner != owner:
-        raise NotFoundError(f"no job {parent_id} of yours to continue from", field=FROM_JOB_FIELD)
+        raise ParentNotFoundError(
+            f"no job {parent_id} of yours to continue from", field=FROM_JOB_FIELD
+        )
     _check_compatible(config, parent)
     layout = services.settings.layout
     if step is not None:

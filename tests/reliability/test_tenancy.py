@@ -195,6 +195,19 @@ def test_no_caller_reaches_another_callers_jobs_on_any_route_or_channel(
                     stack.settings.requests_topic, _by_reference(body), owner=BOB
                 )
             )
+    # Continuing Alice's job, from its final model or a checkpoint: as if it did not exist.
+    for parent in (alices_done, f"{alices_done}:1"):
+        body = _merged(train_request(ledger), {"training_config": {"from_job": parent}})
+        answer = stack.request("POST", "submit", "/train", json=body, caller=BOB)
+        attempts.expect(f"submit from_job {parent}", answer.status_code, 404, answer.text)
+        if (
+            answer.status_code == 404
+            and answer.json()["error"]["field"] != "training_config.from_job"
+        ):
+            attempts.leaks.append(f"submit from_job {parent}: {answer.text}")
+        published.append(
+            stack.publisher.publish(stack.settings.requests_topic, _by_reference(body), owner=BOB)
+        )
     # A published reference to Alice's waiting job, by a publisher acting for Bob.
     reference = {"kind": "job_reference", "job_id": alices_waiting.job_id}
     published.append(stack.publisher.publish(stack.settings.requests_topic, reference, owner=BOB))
