@@ -35,6 +35,7 @@ from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, evaluation_enabled, recipe_for
+from trainer.room import ensure_room_for_outputs
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
@@ -101,6 +102,7 @@ def run_training_job(
         check_config=functools.partial(check_model_config, config, placement=job.placement),
         note=reporter.message,
     )
+    ensure_room_for_outputs(config, model_dir, work_dir)  # before any GPU time is spent
     continue_from = _parent_weights(job, services, work_dir, reporter)
     if gguf_tools is not None:
         from trainer.gguf import check_exportable
