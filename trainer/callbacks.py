@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from trainer.checkpoints import CheckpointStore, CheckpointSummary
 from trainer.files import link_or_copy
-from trainer.handoff import Handoff, StopSignal, TaskClock
+from trainer.handoff import Handoff, PauseRequest, StopSignal, TaskClock
 from trainer.metrics import SFT_METRICS, MetricsPlan, evaluation_metrics, method_metrics
 from tuning.jobs import AttemptEnding, DatasetStats, Metrics, Progress
 from tuning.reporting import EventReporter
@@ -259,19 +259,23 @@ class CheckpointUploadCallback(TrainerCallback):
 
 class JobWatchCallback(TrainerCallback):
     """Reads the job record every `interval_seconds` of training and stops the attempt
-    (`JobGone`, raised through the Trainer) once the job was cancelled, deleted, or handed
-    to another execution: a cancel Cloud Run could not deliver, or an execution started by
-    a dispatcher that died before recording it, stops within the interval."""
+    (`JobGone`, raised through the Trainer) once the job was cancelled, deleted, paused or
+    handed to another execution: a cancel Cloud Run could not deliver, or an execution
+    started by a dispatcher that died before recording it, stops within the interval. A job
+    its owner asked to pause (`pause_requested_at`) is told to `pause`, which the handoff
+    callback after it acts on at the same step."""
 
     def __init__(
         self,
-        ensure_job_active: Callable[[], None],
+        ensure_job_active: Callable[[], object],
         *,
         interval_seconds: float,
+        pause: PauseRequest | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ensure_job_active = ensure_job_active
         self.interval_seconds = interval_seconds
+        self.pause = pause
         self.clock = clock
         self.checked_at = clock()
 
@@ -279,7 +283,9 @@ class JobWatchCallback(TrainerCallback):
         now = self.clock()
         if now - self.checked_at >= self.interval_seconds:
             self.checked_at = now
-            self.ensure_job_active()
+            job = self.ensure_job_active()
+            if self.pause is not None and getattr(job, "pause_requested_at", None) is not None:
+                self.pause.request()
 
 
 class HandoffCallback(TrainerCallback):
@@ -299,10 +305,12 @@ class HandoffCallback(TrainerCallback):
         reserve_seconds: float,
         grace_seconds: float,
         upload_seconds: Callable[[], float] = lambda: 0.0,
+        pause: PauseRequest | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.task = task
         self.stop = stop
+        self.pause = pause
         self.interval_seconds = interval_seconds
         self.reserve_seconds = reserve_seconds
         self.grace_seconds = grace_seconds
@@ -347,6 +355,8 @@ class HandoffCallback(TrainerCallback):
             else:
                 self.stop.training = False
                 raise Handoff(AttemptEnding.INTERRUPTED, step=state.global_step, checkpointed=False)
+        elif self.pause is not None and self.pause.requested:
+            self._stop_after_saving(control, AttemptEnding.PAUSED)
         else:
             remaining = self.task.remaining()
             if remaining is not None and remaining < self.needed_before_deadline():

@@ -16,6 +16,10 @@ https://cloud.google.com/run/docs/configuring/task-timeout). So training:
   measured checkpoint time fits in that grace, else stops at once, and raises `Handoff`
   (reason `interrupted`) so that the job goes on from its latest complete checkpoint.
 
+- when its owner pauses the job (`POST /jobs/{id}/pause` marks the record, which the trainer
+  reads every `TRAINER_JOB_CHECK_SECONDS`: `PauseRequest`), checkpoints and raises `Handoff`
+  (reason `paused`): the job then waits, paused, for its owner to resume it.
+
 The trainer then publishes a `handoff` event and exits 0: the execution succeeded, Cloud
 Run's retries stay for failures, and dispatch continues the job in a new execution. An
 attempt that made no progress since it resumed does not hand off (that would loop); it
@@ -70,6 +74,18 @@ class TaskClock:
         if self.timeout_seconds is None:
             return None
         return self.timeout_seconds - (self.clock() - self.started)
+
+
+class PauseRequest:
+    """The job's owner asked to pause it: seen by the job watch, acted on after the step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self) -> None:
+        if not self.requested:
+            logger.info("the job's owner asked to pause it: checkpointing to stop")
+        self.requested = True
 
 
 class StopSignal:

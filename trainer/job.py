@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from trainer.errors import BrokenJobError, JobGone, UserError
 from tuning.errors import InvalidRequestError, NotFoundError
-from tuning.jobs import JobRecord, Lineage, Placement
+from tuning.jobs import AttemptEnding, JobRecord, JobStatus, Lineage, Placement
 from tuning.launchers import same_execution
 from tuning.logs import register_secret
 from tuning.services import Services
@@ -34,13 +34,18 @@ class Job:
 
 
 def ensure_job_active(services: Services, settings: TrainerSettings) -> JobRecord:
-    """The job's record; JobGone when it was deleted, cancelled or ended, or runs on another
-    execution."""
+    """The job's record; JobGone when it was deleted, cancelled, ended or paused (this attempt
+    or an older one), or runs on another execution."""
     job = services.jobs.find(settings.job_id)
     if job is None:
         raise JobGone(f"job {settings.job_id} no longer exists")
     if job.status.is_terminal:
         raise JobGone(f"job {settings.job_id} is already {job.status.value}")
+    if job.status is JobStatus.PAUSED:
+        raise JobGone(f"job {settings.job_id} is paused")
+    ended = job.last_attempt_end
+    if ended and ended.reason is AttemptEnding.PAUSED and settings.job_attempt <= ended.attempt:
+        raise JobGone(f"job {settings.job_id} was paused at attempt {ended.attempt}")
     if (
         job.execution
         and settings.execution

@@ -30,7 +30,7 @@ from trainer.errors import (
     UserError,
 )
 from trainer.export import ExportJob, HubUploader, export_model, prepare_gguf_export
-from trainer.handoff import Handoff, StopSignal, TaskClock
+from trainer.handoff import Handoff, PauseRequest, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import load_model_config, load_processor, load_tokenizer
@@ -166,6 +166,7 @@ def run_training_job(
         )
 
         uploads = CheckpointUploadCallback(checkpoints, staging_dir=work_dir / "checkpoint-uploads")
+        pause = PauseRequest()
         run.callbacks = [
             LifecycleEventsCallback(
                 reporter,
@@ -178,7 +179,9 @@ def run_training_job(
             ),
             LossLedgerCallback(resume_from),  # before `uploads`: its file is uploaded too
             uploads,
-            JobWatchCallback(active, interval_seconds=settings.job_check_interval_seconds),
+            JobWatchCallback(  # before the handoff callback: a pause it sees acts at once
+                active, interval_seconds=settings.job_check_interval_seconds, pause=pause
+            ),
             HandoffCallback(  # after `uploads`: it ends the attempt once the upload started
                 task or TaskClock(settings.task_timeout_seconds),
                 stop or StopSignal(),
@@ -186,6 +189,7 @@ def run_training_job(
                 reserve_seconds=settings.deadline_reserve_seconds,
                 grace_seconds=settings.stop_grace_seconds,
                 upload_seconds=lambda: uploads.last_upload_seconds,
+                pause=pause,
             ),
         ]
         run.report_to = ["wandb"] if tracker is not None else []

@@ -10,13 +10,19 @@ the last slot. Nobody frees a slot when a job ends: the next claim drops holders
 job is gone or terminal (a terminal status never changes back, so reading it outside
 the transaction is safe). That keeps the capacity document out of the hot path of
 `on_job_event`, which would otherwise contend on it from another process.
+
+A paused job gives its slot back the same way: the next claim drops a holder whose job
+was paused after it claimed the slot (`paused_at` later than its claim, whether it is
+still paused or resumed and waiting for a slot again). A pause is not final, so that
+holder is dropped only if its claim time in the transaction is still the one read: a job
+resumed and claimed again meanwhile keeps its new slot.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
@@ -25,8 +31,8 @@ from google.cloud import firestore
 
 from tuning.gcp.firestore import JobStore, contended_transaction, to_firestore
 from tuning.jobs import JobRecord, JobStatus, utcnow
-from tuning.launchers import same_execution
 from tuning.settings import LauncherSettings
+from tuning.state import is_continuation
 from tuning.tiers import GpuTier
 
 CLAIMED_REASON = "dispatching: starting a trainer execution"
@@ -69,6 +75,9 @@ class ClaimAttempt:
     claim_timeout: timedelta  # an older claim is taken over: its dispatcher died
     limit: int
     finished: frozenset[str]  # holders whose job is deleted or terminal
+    # Holders whose job was paused after this claim time (read outside the transaction):
+    # dropped only while the claim time is unchanged.
+    released: Mapping[str, datetime] = field(default_factory=dict)
     owner_limit: int | None = None  # slots one owner may hold; None: no per-owner limit
     max_executions: int | None = None  # executions one job may run in; None: no bound
 
@@ -84,6 +93,12 @@ class Slots:
         return Slots(
             {job: at for job, at in self.holders.items() if job not in finished},
             {job: owner for job, owner in self.owners.items() if job not in finished},
+        )
+
+    def without_released(self, released: Mapping[str, datetime]) -> Slots:
+        """Without the holders paused since their claim, unless they claimed again since."""
+        return self.without(
+            frozenset(job for job, at in released.items() if self.holders.get(job) == at)
         )
 
     def held_by(self, owner: str) -> int:
@@ -108,17 +123,6 @@ class Decision:
         return self.job_changes is not None or self.slots is not None
 
 
-def is_continuation(job: JobRecord) -> bool:
-    """The job handed off from its current execution and waits for the next one."""
-    return (
-        not job.status.is_terminal
-        and job.handoff is not None
-        and job.execution is not None
-        and job.handoff.execution is not None
-        and same_execution(job.handoff.execution, job.execution)
-    )
-
-
 def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> Decision:
     """What a claim does to the job and the slots, as a pure function of what it read.
 
@@ -139,7 +143,7 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
         return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
     if continuing and attempt.max_executions and job.executions >= attempt.max_executions:
         return Decision(Claim(ClaimOutcome.EXHAUSTED, job))
-    kept = slots.without(attempt.finished)
+    kept = slots.without(attempt.finished).without_released(attempt.released)
     pruned = None if kept == slots else kept
     if attempt.job_id not in kept.holders and not continuing:
         wait: tuple[ClaimOutcome, str] | None = None
@@ -232,7 +236,7 @@ class GpuSlots:
                 now=now,
                 claim_timeout=claim_timeout,
                 limit=self.limit,
-                finished=frozenset(self._finished(slots.holders)),
+                **self._ended_holders(slots.holders),
                 owner_limit=self.owner_limit,
                 max_executions=self.max_executions,
             )
@@ -284,19 +288,28 @@ class GpuSlots:
         with self._lock:
             self._transact(undo)
 
-    def _finished(self, holders: dict[str, datetime]) -> set[str]:
-        """Holders whose job is deleted or terminal, read outside any transaction."""
+    def _ended_holders(self, holders: dict[str, datetime]) -> dict[str, Any]:
+        """Read outside any transaction: `finished`, the holders whose job is deleted or
+        terminal, and `released`, those whose job was paused after they claimed (with the
+        claim time read)."""
         if not holders:
-            return set()
+            return {"finished": frozenset(), "released": {}}
         references = [self.jobs.jobs.document(job_id) for job_id in holders]
         with contended_transaction():
-            snapshots = list(self.jobs.client.get_all(references, field_paths=["status"]))
+            snapshots = list(
+                self.jobs.client.get_all(references, field_paths=["status", "paused_at"])
+            )
         finished = set(holders) - {snapshot.id for snapshot in snapshots if snapshot.exists}
+        released = {}
         for snapshot in snapshots:
-            status = (snapshot.to_dict() or {}).get("status") if snapshot.exists else None
+            data = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            status, paused_at = data.get("status"), data.get("paused_at")
             if status is not None and JobStatus(status).is_terminal:
                 finished.add(snapshot.id)
-        return finished
+            claimed_at = holders.get(snapshot.id)
+            if paused_at is not None and claimed_at is not None and paused_at >= claimed_at:
+                released[snapshot.id] = claimed_at
+        return {"finished": frozenset(finished), "released": released}
 
     def _write_slots(self, transaction: Any, slots: Slots, now: datetime) -> None:
         transaction.set(

@@ -355,6 +355,8 @@ def record_execution(
     def record(job: JobRecord) -> JobRecord | None:
         if job.dispatch_claim != claim_id or job.status.is_terminal:
             return None
+        if job.status is JobStatus.PAUSED:
+            return None  # paused while it launched: the execution just started is stopped
         if job.execution and not is_continuation(job):
             return None
         reason = STARTED if job.status is JobStatus.QUEUED else job.status_reason

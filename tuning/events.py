@@ -151,23 +151,6 @@ class RestartedPayload(Payload):
     checkpoint: str | None = None
 
 
-class HandoffPayload(Payload):
-    """An attempt stopped before its task deadline (or on SIGTERM) after a checkpoint; a
-    new execution is to continue the job from it."""
-
-    reason: AttemptEnding = Field(..., description="deadline or interrupted")
-    step: int = Field(..., ge=0, description="The last step this attempt trained.")
-    checkpoint_step: int = Field(..., ge=0, description="Its last complete checkpoint.")
-    checkpoint: str | None = Field(None, max_length=2000)
-
-    @field_validator("reason")
-    @classmethod
-    def _a_handoff_reason(cls, reason: AttemptEnding) -> AttemptEnding:
-        if reason is AttemptEnding.FAILED:
-            raise ValueError("a handoff is a deadline or an interruption, never a failure")
-        return reason
-
-
 class ExportingPayload(Payload):
     formats: list[str] = Field(default_factory=list)
 
@@ -180,6 +163,37 @@ class FinalSnapshot(Payload):
     wandb_url: str | None = None
     dataset_stats: DatasetStats | None = None
     resumed_from_step: int | None = Field(None, ge=0, description="Where the attempt resumed.")
+
+
+class HandoffPayload(FinalSnapshot):
+    """An attempt stopped before its task deadline (or on SIGTERM) after a checkpoint; a
+    new execution is to continue the job from it. Reason `paused`: the job's owner paused it
+    (the trainer checkpointed and stopped, or the job was stopped before training, or
+    reconcile found the trainer gone), and it waits for a resume. A pause carries the final
+    snapshot like a terminal event, since a paused job takes no later event of its attempt."""
+
+    reason: AttemptEnding = Field(..., description="deadline, interrupted or paused")
+    step: int = Field(..., ge=0, description="The last step this attempt trained.")
+    checkpoint_step: int | None = Field(
+        None,
+        ge=0,
+        description="Its last complete checkpoint; null only for a pause that saved none "
+        "(the next execution resumes from the job's latest complete checkpoint, if any).",
+    )
+    checkpoint: str | None = Field(None, max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _a_handoff_reason(cls, reason: AttemptEnding) -> AttemptEnding:
+        if reason is AttemptEnding.FAILED:
+            raise ValueError("a handoff is a deadline or an interruption, never a failure")
+        return reason
+
+    @model_validator(mode="after")
+    def _a_checkpoint_unless_paused(self) -> HandoffPayload:
+        if self.checkpoint_step is None and self.reason is not AttemptEnding.PAUSED:
+            raise ValueError("a deadline or interrupted handoff names its checkpoint_step")
+        return self
 
 
 class CompletedPayload(FinalSnapshot):
@@ -359,7 +373,7 @@ def unrecordable_failure(event: EventBase, *, cause: str) -> FailedEvent:
 
 
 class JobNotification(BaseModel):
-    """What `job-notifications` carries: one job reaching a terminal status."""
+    """What `job-notifications` carries: one job reaching a terminal status, or `paused`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

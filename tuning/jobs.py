@@ -27,6 +27,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSED = "paused"  # stopped at the owner's request after a checkpoint; resume continues it
 
     @property
     def is_terminal(self) -> bool:
@@ -41,6 +42,7 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATUSES = (JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.EXPORTING)
 _RANK = {
+    JobStatus.PAUSED: 0,  # at rest, like queued: a resumed job is queued again
     JobStatus.QUEUED: 0,
     JobStatus.PREPARING: 1,
     JobStatus.TRAINING: 2,
@@ -120,6 +122,7 @@ class AttemptEnding(StrEnum):
     DEADLINE = "deadline"  # it checkpointed and stopped before its task timeout
     INTERRUPTED = "interrupted"  # SIGTERM (maintenance, a stop): it checkpointed if it could
     FAILED = "failed"  # it crashed, was killed or timed out; Cloud Run retried the task
+    PAUSED = "paused"  # its owner paused the job: it checkpointed (if training) and stopped
 
 
 class AttemptEnd(Part):
@@ -226,6 +229,12 @@ class JobRecord(BaseModel):
     requeued_at: datetime | None = Field(
         None, description="When reconcile last re-published the job for dispatch."
     )
+    pause_requested_at: datetime | None = Field(
+        None,
+        description="When its owner asked to pause it; set while the trainer checkpoints and "
+        "stops (the job is pausing) and while it is paused, cleared by resume.",
+    )
+    paused_at: datetime | None = Field(None, description="When the job was last paused.")
     last_event_at: datetime | None = None
     finished_at: datetime | None = None
     progress: Progress | None = None

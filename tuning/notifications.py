@@ -1,4 +1,5 @@
-"""`job-notifications`: one message when a job reaches a terminal status.
+"""`job-notifications`: one message when a job reaches a terminal status, or `paused` (a
+pause takes effect when its trainer has checkpointed, later than the request).
 
 Published from inside the transaction that makes the job terminal, before it commits
 (`JobStore.apply_event(before_commit=...)`): a failed publish writes nothing, so the
@@ -24,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def notify_if_ending(transition: Transition, *, services: Services) -> str | None:
-    """Publish that the job reaches a terminal status, if it does; the message id."""
-    if not transition.became_terminal:
+    """Publish that the job reaches a terminal status or `paused`, if it does; the message id."""
+    if not (transition.became_terminal or transition.became_paused):
         return None
     job = transition.after
     notification = JobNotification.for_job(job, transition.before.status)

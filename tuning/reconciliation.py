@@ -16,7 +16,13 @@ For every job that is not terminal and has not been heard from for
 - handed off (its attempt checkpointed before the task deadline) but not continued in a
   new execution within the threshold: re-publish its `JobReference`, as for a queued job;
 - active without a recorded execution (the dispatcher died after launching):
-  nothing can be asked, so a job silent that long is failed.
+  nothing can be asked, so a job silent that long is failed;
+- pausing (its owner asked to pause it while it trained) but its trainer never paused it:
+  an execution that ended without the pause (it died, or its `handoff` was lost) or that
+  hangs past `RECONCILE_STALLED_SECONDS` (cancelled first) gets a `handoff` with reason
+  `paused` instead of a failure, so the job ends up paused, as its owner asked, and a resume
+  continues it from its latest complete checkpoint. Paused jobs are at rest: reconcile
+  never looks at them (a resumed one is queued and handled as any queued job).
 
 Failures are *published* on `job-events` like any producer's (source
 "reconcile"), not written directly: on_job_event stays the one writer of
@@ -44,12 +50,21 @@ from tuning.capacity import is_continuation
 from tuning.dispatching import launcher_settings
 from tuning.errors import TransientError, TuningError
 from tuning.events import MessageEvent, MessagePayload
-from tuning.jobs import ACTIVE_STATUSES, ErrorType, JobRecord, JobStatus, stable_suffix, utcnow
+from tuning.jobs import (
+    ACTIVE_STATUSES,
+    AttemptEnding,
+    ErrorType,
+    JobRecord,
+    JobStatus,
+    stable_suffix,
+    utcnow,
+)
 from tuning.launchers import ExecutionState, ExecutionStatus
 from tuning.logs import job_context
 from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.spec import JobReference
+from tuning.state import is_pausing
 
 logger = logging.getLogger(__name__)
 ENDED_WITHOUT_RESULT = "execution_ended_without_result"
@@ -62,6 +77,7 @@ class Action(StrEnum):
     REQUEUED = "requeued"
     RUNNING = "running"  # stale but its execution still runs: left alone
     STALLED = "stalled"  # silent past the stall threshold: its execution cancelled, job failed
+    PAUSED = "paused"  # pausing, but its trainer ended or hung without pausing: paused for it
 
 
 @dataclass
@@ -168,6 +184,8 @@ def reconcile_job(
 
 def end_job(job: JobRecord, status: ExecutionStatus, *, services: Services) -> Action:
     """Publish the final event the trainer never sent."""
+    if is_pausing(job):
+        return pause_for_trainer(job, f"its execution ended ({status.state.value})", services)
     if status.state is ExecutionState.CANCELLED:
         reporter(job, services).cancelled(
             f"the trainer execution was cancelled outside the service ({status.message})"
@@ -186,6 +204,9 @@ def stop_stalled(job: JobRecord, *, silent_for: timedelta, services: Services) -
     reported as `cancelled` by the next pass, which is not what happened)."""
     execution = job.execution or ""
     services.launcher_for(job).cancel(execution)
+    if is_pausing(job):
+        silent = int(silent_for.total_seconds())
+        return pause_for_trainer(job, f"it hung for {silent} s and was cancelled", services)
     reporter(job, services).failed(
         f"the trainer execution {execution} was still running but had reported nothing for "
         f"{int(silent_for.total_seconds())} s; it was cancelled as hung",
@@ -193,6 +214,15 @@ def stop_stalled(job: JobRecord, *, silent_for: timedelta, services: Services) -
         code=STALLED,
     )
     return Action.STALLED
+
+
+def pause_for_trainer(job: JobRecord, what: str, services: Services) -> Action:
+    """The pause the trainer of a pausing job never published, with the step it last
+    reported; no checkpoint of its own, so a resume goes on from the latest complete one."""
+    step = job.progress.step if job.progress else 0
+    logger.warning("job %s was pausing but its trainer never paused it: %s", job.job_id, what)
+    reporter(job, services).handoff(AttemptEnding.PAUSED, step=step, checkpoint_step=None)
+    return Action.PAUSED
 
 
 def describe_ending(execution: str, status: ExecutionStatus) -> str:

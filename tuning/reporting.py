@@ -152,11 +152,15 @@ class EventReporter:
         reason: AttemptEnding,
         *,
         step: int,
-        checkpoint_step: int,
+        checkpoint_step: int | None,
         checkpoint: str | None = None,
     ) -> JobEvent:
         payload = HandoffPayload(
-            reason=reason, step=step, checkpoint_step=checkpoint_step, checkpoint=checkpoint
+            reason=reason,
+            step=step,
+            checkpoint_step=checkpoint_step,
+            checkpoint=checkpoint,
+            **self._snapshot(),
         )
         return self.publish(HandoffEvent(**self._common(), payload=payload))
 

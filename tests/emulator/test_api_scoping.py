@@ -28,6 +28,8 @@ def every_job_route(stack: ApiStack, job_id: str, headers: dict[str, str]) -> li
         status.get(f"/jobs/{job_id}/checkpoints", headers=headers),
         status.get(f"/jobs/download/{job_id}", query_string={"checkpoint": 1}, headers=headers),
         delete.post(f"/jobs/{job_id}/cancel", headers=headers),
+        delete.post(f"/jobs/{job_id}/pause", headers=headers),
+        delete.post(f"/jobs/{job_id}/resume", headers=headers),
         delete.delete(f"/jobs/{job_id}", headers=headers),
     ]
 
@@ -49,7 +51,7 @@ def test_others_jobs_are_404_on_every_route_and_stay_untouched(stack: ApiStack) 
     answers = every_job_route(stack, alices, caller_headers(BOB))
     listed = stack.get("/jobs", caller=BOB).get_json()["jobs"]
 
-    assert [answer.status_code for answer in answers] == [404] * 7
+    assert [answer.status_code for answer in answers] == [404] * 9
     assert [job["job_id"] for job in listed] == [bobs]
     assert stack.get(f"/jobs/{alices}", caller=ALICE).get_json()["status"] == "completed"
     assert stack.get(f"/jobs/download/{alices}", caller=ALICE).status_code == 200
@@ -97,7 +99,7 @@ def test_a_token_cloud_run_did_not_check_names_nobody(stack: ApiStack) -> None:
 
     answers = every_job_route(stack, alices, headers)
 
-    assert [answer.status_code for answer in answers] == [404] * 7
+    assert [answer.status_code for answer in answers] == [404] * 9
     assert stack.services.jobs.get(alices).status.value == "completed"
 
 

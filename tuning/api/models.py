@@ -173,8 +173,15 @@ class JobDetail(Answer):
     last_attempt_end: AttemptEnd | None = Field(
         None,
         description="Why the previous attempt ended: `deadline` (it checkpointed before the "
-        "task timeout), `interrupted` (SIGTERM) or `failed` (a crash; Cloud Run retried).",
+        "task timeout), `interrupted` (SIGTERM), `failed` (a crash; Cloud Run retried) or "
+        "`paused` (its owner paused the job; `step` is where it stopped).",
     )
+    pause_requested_at: datetime | None = Field(
+        None,
+        description="When a pause was asked for: set while the job is pausing (its trainer "
+        "saves a checkpoint and stops) and while it is paused; cleared by resume.",
+    )
+    paused_at: datetime | None = Field(None, description="When the job was last paused.")
     resumed_from_step: int | None = Field(
         None, description="The checkpoint step the current attempt resumed from."
     )
@@ -216,6 +223,8 @@ class JobDetail(Answer):
             execution=job.execution,
             executions=job.executions,
             last_attempt_end=job.last_attempt_end,
+            pause_requested_at=job.pause_requested_at,
+            paused_at=job.paused_at,
             resumed_from_step=job.resumed_from_step,
             placement=job.placement,
             lineage=LineageView.of(job.lineage) if job.lineage else None,

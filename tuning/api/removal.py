@@ -15,7 +15,7 @@ from tuning.api.models import DeleteResponse, JobDetail
 from tuning.api.queries import visible_job
 from tuning.errors import ConflictError, NotFoundError, TransientError, TuningError
 from tuning.events import CancelledEvent, CancelledPayload
-from tuning.jobs import utcnow
+from tuning.jobs import JobStatus, utcnow
 from tuning.notifications import notify_if_ending
 from tuning.services import Services
 from tuning.settings import ApiSettings, LauncherSettings
@@ -32,11 +32,12 @@ class DeleteSettings(ApiSettings, LauncherSettings):
 def cancel_job(
     job_id: str, *, services: Services, owner: str | None, caller: str | None
 ) -> JobDetail:
-    """Stop the job's execution and record it as cancelled; 409 when it already ended."""
+    """Stop the job's execution and record it as cancelled; 409 when it already ended.
+    A paused job is cancelled as it is (its execution ended when it paused)."""
     job = visible_job(job_id, services=services, owner=owner)
     if job.status.is_terminal:
         raise ConflictError(f"the job is already {job.status.value}", field="job_id")
-    if job.execution:
+    if job.execution and job.status is not JobStatus.PAUSED:  # a paused job's has ended
         services.launcher_for(job).cancel(job.execution)
     reason = f"cancelled by {caller}" if caller else "cancelled by the user"
     # seq 0 of the user's source: a retried cancel is the same event, applied once.
@@ -67,7 +68,7 @@ def cancel_job(
 def delete_job(job_id: str, *, services: Services, owner: str | None) -> DeleteResponse:
     """Delete everything the job left behind, the record last; 503 asks for a retry."""
     job = visible_job(job_id, services=services, owner=owner)
-    if job.execution and not job.status.is_terminal:
+    if job.execution and not job.status.is_terminal and job.status is not JobStatus.PAUSED:
         services.launcher_for(job).cancel(job.execution)
     deleted: list[str] = []
     storage, layout = services.storage, services.settings.layout

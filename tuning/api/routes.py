@@ -164,6 +164,27 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(*JOB_ERRORS, 409),
     ),
     Operation(
+        operation_id="pause_job",
+        method="POST",
+        path="/jobs/{job_id}/pause",
+        function="delete",
+        summary="Pause the job: a training job saves a checkpoint and stops (it is pausing: "
+        "`pause_requested_at` set, then `paused`); a job not training yet is paused at once. "
+        "Its GPU slot is freed. A repeated pause answers the job as it is.",
+        answers={200: (JobDetail, "The job, paused or pausing.")},
+        errors=(*JOB_ERRORS, 409),
+    ),
+    Operation(
+        operation_id="resume_job",
+        method="POST",
+        path="/jobs/{job_id}/resume",
+        function="delete",
+        summary="Queue a paused job again: the next free GPU slot continues it from its latest "
+        "checkpoint. A repeated resume answers the job as it is.",
+        answers={200: (JobDetail, "The job, queued again.")},
+        errors=(*JOB_ERRORS, 409),
+    ),
+    Operation(
         operation_id="health",
         method="GET",
         path="/health",

@@ -21,6 +21,7 @@ from typing import Any
 from tuning.cli.client import ApiClient, ClientError, Endpoints
 
 TERMINAL = {"completed", "failed", "cancelled"}
+AT_REST = TERMINAL | {"paused"}  # where `tuning watch` stops
 
 
 def main(argv: list[str] | None = None) -> int:

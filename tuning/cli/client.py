@@ -200,6 +200,12 @@ class ApiClient:
     def cancel(self, job_id: str) -> Any:
         return self._request("POST", self.endpoints.delete_url, f"/jobs/{job_id}/cancel")
 
+    def pause(self, job_id: str) -> Any:
+        return self._request("POST", self.endpoints.delete_url, f"/jobs/{job_id}/pause")
+
+    def resume(self, job_id: str) -> Any:
+        return self._request("POST", self.endpoints.delete_url, f"/jobs/{job_id}/resume")
+
     def delete(self, job_id: str) -> Any:
         return self._request("DELETE", self.endpoints.delete_url, f"/jobs/{job_id}")
 

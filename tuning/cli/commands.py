@@ -1,4 +1,5 @@
-"""The job commands: submit, list, status, watch, events, logs, plot, download, cancel, delete."""
+"""The job commands: submit, list, status, watch, events, logs, plot, download, cancel, pause,
+resume, delete."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
-from tuning.cli import TERMINAL, add_command, client_from, print_json
+from tuning.cli import AT_REST, TERMINAL, add_command, client_from, print_json
 from tuning.cli.client import ClientError
 from tuning.cli.logs import LOCAL_EXECUTIONS_DIR, cloud_logs, local_log_file, tail
 
@@ -24,7 +25,8 @@ def register(sub: Any) -> None:
 
     parser = add_command(sub, "list", list_jobs, "list jobs, newest first")
     parser.add_argument(
-        "--status", choices=sorted(TERMINAL | {"queued", "preparing", "training", "exporting"})
+        "--status",
+        choices=sorted(TERMINAL | {"queued", "preparing", "training", "exporting", "paused"}),
     )
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--page-token")
@@ -33,6 +35,8 @@ def register(sub: Any) -> None:
         ("status", status, "show one job"),
         ("events", events, "show a job's history"),
         ("cancel", cancel, "stop a job and keep its record"),
+        ("pause", pause, "checkpoint a job and stop it, freeing its GPU, until it is resumed"),
+        ("resume", resume, "queue a paused job again; it continues from its checkpoint"),
         ("delete", delete, "cancel a job and delete every file and record of it"),
     ):
         add_command(sub, name, run, text).add_argument("job_id")
@@ -157,7 +161,7 @@ def watch(args: argparse.Namespace) -> int:
         while True:
             job = client.get_job(args.job_id)
             show_progress(bar, job)
-            if job["status"] in TERMINAL:
+            if job["status"] in AT_REST:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise ClientError(f"job {args.job_id} still {job['status']} after {args.timeout}s")
@@ -316,6 +320,32 @@ def cancel(args: argparse.Namespace) -> int:
         print_json(answer)
     else:
         print(f"{args.job_id} {answer.get('status', 'cancelled')}")
+    return 0
+
+
+def pause(args: argparse.Namespace) -> int:
+    answer = client_from(args).pause(args.job_id)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"{args.job_id} {_pause_state(answer)}")
+        if answer.get("status_reason"):
+            print(f"  {answer['status_reason']}")
+    return 0
+
+
+def _pause_state(job: dict[str, Any]) -> str:
+    """`pausing` while the trainer saves its checkpoint, else the job's status."""
+    status = str(job.get("status", "paused"))
+    return "pausing" if status == "training" and job.get("pause_requested_at") else status
+
+
+def resume(args: argparse.Namespace) -> int:
+    answer = client_from(args).resume(args.job_id)
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"{args.job_id} {answer.get('status', 'queued')}")
     return 0
 
 

@@ -65,6 +65,10 @@ class Transition:
     def became_terminal(self) -> bool:
         return self.after.status.is_terminal and not self.before.status.is_terminal
 
+    @property
+    def became_paused(self) -> bool:
+        return self.after.status is JobStatus.PAUSED and self.before.status is not JobStatus.PAUSED
+
 
 def to_firestore(model: BaseModel) -> dict[str, Any]:
     """A model as Firestore data: datetimes stay timestamps (they sort), enums become text."""
@@ -194,13 +198,18 @@ class JobStore:
 
     @requires("datastore.databases.get", "datastore.entities.get", "datastore.entities.update")
     def update(
-        self, job_id: str, change: Callable[[JobRecord], JobRecord | None]
+        self,
+        job_id: str,
+        change: Callable[[JobRecord], JobRecord | None],
+        *,
+        before_commit: Callable[[Transition], object] | None = None,
     ) -> Transition | None:
         """Apply `change` to the record in a transaction; None when the job does not exist.
 
         `change` may run more than once (the transaction retries on contention),
         so it must be a pure function of the record it is given. Returning None
-        or an equal record writes nothing.
+        or an equal record writes nothing. `before_commit` sees a transition that changes
+        the record before it is committed; if it raises, nothing is written.
         """
         reference = self.jobs.document(job_id)
 
@@ -214,7 +223,10 @@ class JobStore:
             if after != before:
                 after = after.model_copy(update={"updated_at": utcnow()})
                 transaction.set(reference, to_firestore(after))
-            return Transition(before=before, after=after)
+            transition = Transition(before=before, after=after)
+            if before_commit is not None and transition.changed:
+                before_commit(transition)
+            return transition
 
         with self._lock_for(job_id), contended_transaction():
             return run(self.client.transaction(max_attempts=self.max_transaction_attempts))
