@@ -123,6 +123,9 @@ def stack_environment(emulator_env: dict[str, str], workdir: Path) -> dict[str, 
         "TRAINER_MAX_RETRIES": "2",
         "RECONCILE_STALE_SECONDS": "30",
         "TRAINER_PROGRESS_INTERVAL_SECONDS": "1",
+        # How often a trainer reads its job record: a pause or a cancel Cloud Run could not
+        # deliver acts within this (60 s in GCP, where each read is a billed Firestore read).
+        "TRAINER_JOB_CHECK_SECONDS": "2",
         "TRAINER_WORK_DIR": str(workdir / "trainer"),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
