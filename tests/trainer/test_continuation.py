@@ -96,3 +96,33 @@ def test_an_sft_job_continues_as_dpo_on_its_final_adapter(
     assert dpo.keys() == sft.keys()  # the same adapter, trained on
     assert not all(torch.equal(dpo[name], sft[name]) for name in sft)
     assert events[-1].payload.metrics.model_dump().get("rewards_margins") is not None
+
+
+def test_a_full_job_continues_from_the_weights_its_parent_exported(
+    stack: TrainerStack, tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    stack.upload_dataset("colours", {"train.jsonl": to_jsonl(colour_rows(24, seed=5))})
+    model = stack.upload_model(tiny_gemma3, "tiny-gemma3")
+    full = {"method": "Full", "export_config": {"format": "adapter"}}
+    parent_request = sft_request(stack, model, max_steps=3, save_strategy="no", learning_rate=1e-3)
+    parent_request["training_config"].update(full)
+    parent, _ = run(stack, parent_request)
+    request = sft_request(stack, model, max_steps=1, save_strategy="no", learning_rate=1e-12)
+    request["training_config"].update(full, from_job=parent)
+
+    child, _ = run(stack, request)
+
+    layout = stack.settings(child).layout
+    stack.storage.download_dir(layout.adapter_prefix(parent), tmp_path / "parent")
+    stack.storage.download_dir(layout.adapter_prefix(child), tmp_path / "child")
+    base = load_file(next(tiny_gemma3.glob("*.safetensors")))
+    before = load_file(tmp_path / "parent" / "model.safetensors")
+    after = load_file(tmp_path / "child" / "model.safetensors")
+    assert after.keys() == before.keys()
+    # The child's weights are the parent's (a 1e-12 step vanishes in bf16), not the base's.
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    assert any(
+        not torch.equal(before[name], base[name].to(before[name].dtype))
+        for name in before
+        if name in base
+    )
