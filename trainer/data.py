@@ -106,14 +106,19 @@ def read_rows(data: bytes, file: SplitFile) -> list[Any]:
     """The rows of a parquet or JSONL file, as plain Python values."""
     if file.suffix == ".jsonl":
         rows = []
+        bad: list[str] = []  # every broken line counted, the first few shown
         for index, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
             if not line.strip():
                 continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                where = f"split '{file.name}' ({file.uri}), line {index + 1}"
-                raise DatasetError(f"{where}: not valid JSON ({error.msg})") from None
+                bad.append(f"line {index + 1}: not valid JSON ({error.msg})")
+        if bad:
+            shown = bad[:MAX_REPORTED_PROBLEMS]
+            more = len(bad) - len(shown)
+            tail = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
+            raise DatasetError(f"split '{file.name}' ({file.uri}): " + "; ".join(shown) + tail)
         return rows
     import pyarrow as pa
     import pyarrow.parquet as pq

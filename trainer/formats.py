@@ -64,10 +64,23 @@ def normalize_preference_row(row: Any) -> tuple[RowFormat, dict[str, Any]]:
             raise RowError("rejected", "chosen and rejected are identical: nothing to prefer")
         return RowFormat.CONVERSATIONAL_PREFERENCE, {"prompt": prompt_messages, **answers}
     raise RowError(
-        "prompt",
+        _odd_one_out({"prompt": prompt, "chosen": chosen, "rejected": rejected}),
         "prompt, chosen and rejected must all be strings or all be lists of messages, got "
         f"{kind_of(prompt)}, {kind_of(chosen)} and {kind_of(rejected)}",
     )
+
+
+def _odd_one_out(values: dict[str, Any]) -> str:
+    """The field to fix when the three do not share a shape: one that is neither a string nor
+    a list, else the one whose shape differs from the others' (`prompt` when all differ)."""
+    for name, value in values.items():
+        if not isinstance(value, str | list):
+            return name
+    shapes = {name: isinstance(value, str) for name, value in values.items()}
+    for name, shape in shapes.items():
+        if sum(other == shape for other in shapes.values()) == 1:
+            return name
+    return "prompt"
 
 
 def _shape_hint(row: dict[str, Any]) -> str:

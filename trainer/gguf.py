@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import UnsupportedError
-from trainer.llama_cpp import GgufExportError, LlamaCppTools
+from trainer.llama_cpp import (
+    GGUF_INCOMPATIBLE_FIX,
+    GgufExportError,
+    GgufIncompatibleModelError,
+    LlamaCppTools,
+)
 from tuning.spec import GgufQuantization
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GgufExportError",
+    "GgufIncompatibleModelError",
     "LogitDifference",
     "Tolerance",
     "export_gguf",
@@ -326,10 +332,17 @@ def check_exportable(merged_dir: Path) -> dict[str, Any]:
             f"it from the base model snapshot into the merged directory before exporting GGUF"
         )
     if problems := llama_cpp_incompatibilities(config):
-        raise GgufExportError(
-            "the merged model cannot be exported to GGUF faithfully: " + "; ".join(problems)
-        )
+        raise incompatible_model_error(problems)
     return config
+
+
+def incompatible_model_error(problems: list[str]) -> GgufIncompatibleModelError:
+    """The user error for a model llama.cpp would misread: what differs, and what to change."""
+    return GgufIncompatibleModelError(
+        "export_config.include_gguf: llama.cpp would not run this model as transformers does "
+        f"({'; '.join(problems)}), so its GGUF file would compute another model; "
+        + GGUF_INCOMPATIBLE_FIX
+    )
 
 
 def _stage(merged_dir: Path, stage: Path) -> Path:

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.errors import PermanentError, UnsupportedError
+from trainer.errors import PermanentError, UnsupportedError, UserError
 from tuning.jobs import ErrorType
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -48,6 +48,24 @@ class GgufExportError(PermanentError):
 
     error_type = ErrorType.SYSTEM
     code = "gguf_export_failed"
+
+
+class GgufIncompatibleModelError(UserError):
+    """The base model's config is one llama.cpp would run differently from transformers.
+
+    The same request fails the same way every time, and only the request can change it (no
+    GGUF, or another base model): a user error, refused before any GPU time.
+    """
+
+    code = "gguf_incompatible_model"
+
+
+GGUF_INCOMPATIBLE_FIX = (
+    "set export_config.include_gguf to false (the adapter and merged model export as usual; "
+    "convert them yourself with a llama.cpp that supports this config), or use a base model "
+    "whose config llama.cpp reads as transformers does (every released Gemma 2 and Gemma 3 "
+    "checkpoint, or a fine-tune that keeps its query_pre_attn_scalar and layer_types)"
+)
 
 
 def cache_dir() -> Path:
@@ -119,7 +137,8 @@ class LlamaCppTools:
         if self.quantize_binary is None:
             raise LlamaCppMissingError(
                 f"K-quants need llama.cpp's {QUANTIZE_BINARY}, which is not built: run "
-                f"`python tools/llama_cpp.py build-quantizer` or set {LLAMA_QUANTIZE_ENV}"
+                f"`make llama-cpp` (python tools/llama_cpp.py build-quantizer; about 4 min on "
+                f"2 idle cores), set {LLAMA_QUANTIZE_ENV}, or ask for f16, bf16 or q8_0 only"
             )
         return self.quantize_binary
 

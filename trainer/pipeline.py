@@ -306,8 +306,11 @@ def check_model_config(
             f"build; {config.base_model_id} is {kind!r}"
         )
     if config.export_config.quantizations:
-        from trainer.gguf import ARCHITECTURES, llama_cpp_incompatibilities
-        from trainer.llama_cpp import GgufExportError
+        from trainer.gguf import (
+            ARCHITECTURES,
+            incompatible_model_error,
+            llama_cpp_incompatibilities,
+        )
 
         if kind not in ARCHITECTURES:
             raise UnsupportedError(
@@ -315,10 +318,7 @@ def check_model_config(
                 f"models in this trainer build; {config.base_model_id} is {kind!r}"
             )
         if problems := llama_cpp_incompatibilities(model_config):
-            raise GgufExportError(
-                "export_config.include_gguf: the model cannot be exported to GGUF faithfully: "
-                + "; ".join(problems)
-            )
+            raise incompatible_model_error(problems)
 
 
 def _load_dataset(job: Job, services: Services, recipe: Recipe) -> DatasetSplits:

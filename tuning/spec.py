@@ -7,9 +7,11 @@ rules across fields fail with the full path of the field to fix.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+import typing
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -655,21 +657,64 @@ def describe_validation_error(
     With `tagged_union`, the data was validated against a discriminated union whose
     tag pydantic puts first in every location: it is not a field and is left out.
     """
-    problems = [
-        {
-            "field": format_location(
-                item["loc"][1:] if tagged_union else item["loc"], item.get("ctx")
-            ),
-            "message": _plain_message(item),
-        }
-        for item in error.errors(include_url=False, include_input=False)
-    ]
+    root = _contract_named(error.title)
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = item["loc"][1:] if tagged_union else item["loc"]
+        message = _plain_message(item)
+        if item["type"] == "extra_forbidden" and location:
+            message += _suggestion(str(location[-1]), _model_at(root, location[:-1]))
+        problems.append({"field": format_location(location, item.get("ctx")), "message": message})
     first = problems[0] if problems else {"field": "", "message": "invalid request"}
     return InvalidRequestError(
         f"{first['field']}: {first['message']}" if first["field"] else first["message"],
         field=first["field"] or None,
         problems=problems,
     )
+
+
+def _contract_named(name: str) -> type[BaseModel] | None:
+    """The request model pydantic names in an error's title (None for a union or adapter)."""
+    pending: list[type[BaseModel]] = [Contract]
+    while pending:
+        model = pending.pop()
+        if model.__name__ == name:
+            return model
+        pending.extend(model.__subclasses__())
+    return None
+
+
+def _model_at(root: type[BaseModel] | None, location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose fields sit at `location` below `root` (list indexes skipped)."""
+    model = root
+    for part in location:
+        if model is None:
+            return None
+        if isinstance(part, int) or "[" in str(part):  # a list index, or a union member's tag
+            continue
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        model = _first_model(field.annotation) if field is not None else None
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if (found := _first_model(argument)) is not None:
+            return found
+    return None
+
+
+def _suggestion(name: str, model: type[BaseModel] | None) -> str:
+    """`; did you mean 'learning_rate'?` for a misspelt field, else nothing."""
+    if model is None:
+        return ""
+    known = [field.alias or key for key, field in model.model_fields.items()]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _plain_message(item: Any) -> str:

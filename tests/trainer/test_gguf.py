@@ -22,6 +22,7 @@ from trainer.gguf import (
     CHAT_TOKENS,
     TOLERANCES,
     GgufExportError,
+    GgufIncompatibleModelError,
     ReferenceLogits,
     Tolerance,
     export_gguf,
@@ -240,7 +241,9 @@ def test_a_layer_pattern_llama_cpp_would_not_run_is_refused_before_converting(
     # trainer.tiny's Gemma 3 alternates sliding and global layers; llama.cpp would run both of
     # its layers as sliding ones (with the local rope base), so its GGUF would be another model.
     nowhere = LlamaCppTools(source_dir=tmp_path / "no-llama-cpp")  # must not be reached
-    with pytest.raises(GgufExportError, match=r"llama\.cpp makes every sixth layer global"):
+    with pytest.raises(
+        GgufIncompatibleModelError, match=r"llama\.cpp makes every sixth layer global"
+    ):
         export_gguf(tiny_gemma3, tmp_path / "out", [Q.F16], tools=nowhere)
 
 

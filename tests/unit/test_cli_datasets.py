@@ -30,7 +30,7 @@ def test_valid_split_reports_rows_and_format(
 
     stats = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert stats == {"rows": 2, "format": "messages", "words": 6}
+    assert stats == {"rows": 2, "format": "messages", "modality": "text", "words": 6}
 
 
 def test_broken_row_is_named_and_nothing_is_uploaded(

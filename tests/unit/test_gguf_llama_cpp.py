@@ -74,8 +74,9 @@ def test_the_cache_is_used_without_a_quantizer(environment: Path) -> None:
     tools = LlamaCppTools.locate()
     assert tools.source_dir == cached_source_dir()
     assert tools.quantize_binary is None
-    with pytest.raises(LlamaCppMissingError, match="build-quantizer"):
+    with pytest.raises(LlamaCppMissingError, match="build-quantizer") as raised:
         tools.require_quantizer()
+    assert "`make llama-cpp`" in raised.value.message  # the command a newcomer knows
 
 
 def test_the_environment_may_point_at_the_extracted_sdist(

@@ -95,7 +95,7 @@ def test_a_vision_job_needs_a_model_with_a_vision_tower() -> None:
 
 
 def test_gguf_is_refused_from_the_config_for_models_llama_cpp_would_misread() -> None:
-    from trainer.llama_cpp import GgufExportError
+    from trainer.llama_cpp import GgufIncompatibleModelError
 
     gguf = config(export_config={"include_gguf": True})
     gemma3 = {
@@ -110,8 +110,12 @@ def test_gguf_is_refused_from_the_config_for_models_llama_cpp_would_misread() ->
     check_model_config(gguf, gemma3)
     with pytest.raises(UnsupportedError, match="include_gguf: GGUF export supports"):
         check_model_config(gguf, {"model_type": "llama"})
-    with pytest.raises(GgufExportError, match="layer_types"):
+    with pytest.raises(GgufIncompatibleModelError, match="layer_types") as raised:
         check_model_config(gguf, {**gemma3, "layer_types": ["sliding_attention", "full_attention"]})
+    # The request must change, so it is the user's to fix, and the message says how.
+    assert raised.value.error_type.value == "user"
+    assert raised.value.message.startswith("export_config.include_gguf: llama.cpp would not run")
+    assert "set export_config.include_gguf to false" in raised.value.message
 
 
 def test_gguf_of_a_vision_model_and_without_llama_cpp_are_system_errors(

@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ClientError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if args.json:  # a script reads the error as it reads the answer
+            print(json.dumps({"error": error.as_dict()}, sort_keys=True), file=sys.stderr)
+        else:
+            print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,16 +13,52 @@ Run's IAM does.
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import subprocess
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 DEFAULT_CONFIG = Path("~/.config/gemma-tuning/config.yaml")
 TIMEOUT_SECONDS = 30
+
+
+@dataclass
+class RetryPolicy:
+    """How a repeatable request is sent again after a transient connection error.
+
+    A server that drops a connection (a restart, an idle keep-alive closed as the next request
+    arrives, a machine too busy to accept in time) is answered by trying again after 0.5, 1,
+    2 and 4 s (with jitter), about 8 s in all; a request that got an HTTP answer is never
+    repeated, nor one whose connection was refused or whose answer timed out.
+    """
+
+    tries: int = 5
+    first_delay: float = 0.5
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def again(self, attempt: int, error: requests.RequestException) -> bool:
+        """Whether to send again after `error` on try `attempt` (0-based); sleeps first."""
+        if not transient(error) or attempt + 1 >= self.tries:
+            return False
+        self.sleep(self.first_delay * 2**attempt * random.uniform(0.8, 1.2))
+        return True
+
+
+def transient(error: requests.RequestException) -> bool:
+    """A connection dropped or not accepted in time; not a refusal (nothing listens: the stack
+    is down, said at once) and not a read timeout (the request may be running still)."""
+    if not isinstance(error, requests.ConnectionError):
+        return False
+    reason = getattr(error.args[0] if error.args else None, "reason", None)
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 class ClientError(Exception):
@@ -33,14 +69,45 @@ class ClientError(Exception):
         self.status = status
         self.body = body
 
+    def as_dict(self) -> dict[str, Any]:
+        """The error for `--json`: the message, and the API's status, code and field if any."""
+        api = self.body.get("error") if isinstance(self.body, dict) else None
+        api = api if isinstance(api, dict) else {}
+        found = {"status": self.status, "code": api.get("code"), "field": api.get("field")}
+        extra = {"details": api["details"]} if api.get("details") else {}
+        return {"message": str(self), **{k: v for k, v in found.items() if v is not None}, **extra}
+
+
+ENDPOINT_NAMES = ("submit", "status", "delete")
+
 
 @dataclass(frozen=True)
 class Endpoints:
-    submit_url: str
-    status_url: str
-    delete_url: str
+    """The API's URLs; a command needs only those it calls (`tuning list`: status alone)."""
+
+    urls: Mapping[str, str]  # name ("submit", "status", "delete") -> URL, those configured
     caller: str | None = None  # whom the local issuer's tokens name
     local_issuer_key: Path | None = None  # the local stack's issuer; None: Google ID tokens
+
+    def url(self, name: str) -> str:
+        if not self.urls.get(name):
+            raise ClientError(
+                f"no {name} endpoint: set TUNING_{name.upper()}_URL (e.g. `source "
+                f".local/stack.env` after `make up`) or {name}_url in {DEFAULT_CONFIG}"
+            )
+        return self.urls[name]
+
+    @property
+    def submit_url(self) -> str:
+        return self.url("submit")
+
+    @property
+    def status_url(self) -> str:
+        return self.url("status")
+
+    @property
+    def delete_url(self) -> str:
+        return self.url("delete")
 
     @classmethod
     def from_environment(
@@ -48,15 +115,11 @@ class Endpoints:
     ) -> Endpoints:
         values = _config_file(config_path)
         urls = {}
-        for name in ("submit", "status", "delete"):
+        for name in ENDPOINT_NAMES:
             url = os.environ.get(f"TUNING_{name.upper()}_URL") or values.get(f"{name}_url")
-            if not url:
-                raise ClientError(
-                    f"no {name} endpoint: set TUNING_{name.upper()}_URL (e.g. `source "
-                    f".local/stack.env` after `make up`) or {name}_url in {DEFAULT_CONFIG}"
-                )
-            urls[name] = str(url).rstrip("/")
-        local = all(_is_loopback(url) for url in urls.values())
+            if url:
+                urls[name] = str(url).rstrip("/")
+        local = bool(urls) and all(_is_loopback(url) for url in urls.values())
         issuer_key = os.environ.get("TUNING_LOCAL_ISSUER_KEY") or values.get("issuer_key")
         if local and not issuer_key:
             raise ClientError(
@@ -64,12 +127,10 @@ class Endpoints:
                 "TUNING_LOCAL_ISSUER_KEY (`source .local/stack.env` after `make up`)"
             )
         if not local:
-            return cls(urls["submit"], urls["status"], urls["delete"])
+            return cls(urls)
         caller = caller or os.environ.get("TUNING_CALLER") or values.get("caller")
         return cls(
-            submit_url=urls["submit"],
-            status_url=urls["status"],
-            delete_url=urls["delete"],
+            urls,
             caller=caller or f"{os.environ.get('USER') or 'local-user'}@localhost",
             local_issuer_key=Path(str(issuer_key)).expanduser(),
         )
@@ -120,22 +181,39 @@ def id_token_for(audience: str) -> str:
 class ApiClient:
     """One method per API route; errors become `ClientError` with the API's message."""
 
-    def __init__(self, endpoints: Endpoints, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        session: requests.Session | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.session = session or requests.Session()
+        self.retry = retry or RetryPolicy()
         self._issuer: Any = None  # the local issuer, loaded at the first request
 
     def _request(self, method: str, base: str, path: str, **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", None) or {})
-        headers["Authorization"] = f"Bearer {self._id_token(base)}"
         url = f"{base}{path}"
-        try:
-            response = self.session.request(
-                method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs
-            )
-        except requests.RequestException as error:
-            raise ClientError(f"cannot reach {url}: {error.__class__.__name__}") from error
-        return _decode(response)
+        # Only a request that cannot do anything twice is sent again: a GET, or a POST that
+        # carries its idempotency key (the API answers a repeat with the same job).
+        repeatable = method == "GET" or "Idempotency-Key" in headers
+        for attempt in itertools.count():
+            headers["Authorization"] = f"Bearer {self._id_token(base)}"
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs
+                )
+            except requests.RequestException as error:
+                if repeatable and self.retry.again(attempt, error):
+                    continue
+                raise ClientError(
+                    f"cannot reach {url}: {error.__class__.__name__}"
+                    + (f" (after {attempt + 1} tries)" if repeatable and attempt else "")
+                ) from error
+            return _decode(response)
+        raise AssertionError("unreachable")
 
     def _id_token(self, audience: str) -> str:
         if self.endpoints.local_issuer_key is None:
@@ -190,9 +268,16 @@ class ApiClient:
         )
 
     def download_link(
-        self, job_id: str, artifact: str | None = None, *, checkpoint: int | None = None
+        self,
+        job_id: str,
+        artifact: str | None = None,
+        *,
+        checkpoint: int | None = None,
+        quantization: str | None = None,
     ) -> Any:
-        params = _present({"artifact": artifact, "checkpoint": checkpoint})
+        params = _present(
+            {"artifact": artifact, "checkpoint": checkpoint, "quantization": quantization}
+        )
         return self._request(
             "GET", self.endpoints.status_url, f"/jobs/download/{job_id}", params=params
         )

@@ -16,6 +16,9 @@ import requests
 from tuning.cli import AT_REST, TERMINAL, add_command, client_from, print_json
 from tuning.cli.client import ClientError
 from tuning.cli.logs import LOCAL_EXECUTIONS_DIR, cloud_logs, local_log_file, tail
+from tuning.cli.progress import open_progress
+from tuning.cli.request_file import load_request, locate_refusal
+from tuning.spec import GgufQuantization
 
 
 def register(sub: Any) -> None:
@@ -72,32 +75,25 @@ def register(sub: Any) -> None:
     group.add_argument(
         "--checkpoint", type=int, metavar="STEP", help="a checkpoint's weights or adapter"
     )
+    parser.add_argument(
+        "--quantization",
+        choices=[q.value for q in GgufQuantization],
+        help="which GGUF file (default: the first written); implies --artifact gguf",
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("."))
 
 
 def submit(args: argparse.Namespace) -> int:
     request = load_request(args.file)
-    answer = client_from(args).submit(request, idempotency_key=args.idempotency_key)
+    try:
+        answer = client_from(args).submit(request, idempotency_key=args.idempotency_key)
+    except ClientError as error:
+        raise locate_refusal(args.file, error) from None
     if args.json:
         print_json(answer)
     else:
         print(answer["job_id"])
     return 0
-
-
-def load_request(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ClientError(f"{path}: no such file")
-    text = path.read_text()
-    if path.suffix in {".yaml", ".yml"}:
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ClientError(f"{path}: the request must be a mapping")
-    return data
 
 
 def list_jobs(args: argparse.Namespace) -> int:
@@ -152,44 +148,26 @@ def events(args: argparse.Namespace) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     client = client_from(args)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    bar = tqdm(total=None, unit="step", dynamic_ncols=True, disable=args.json)
+    job = client.get_job(args.job_id)  # an unknown job is a 404 before any bar is drawn
+    display = open_progress(quiet=args.json)
     try:
         while True:
-            job = client.get_job(args.job_id)
-            show_progress(bar, job)
+            display.show(job)
             if job["status"] in AT_REST:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise ClientError(f"job {args.job_id} still {job['status']} after {args.timeout}s")
             time.sleep(args.interval)
+            job = client.get_job(args.job_id)
     finally:
-        bar.close()
+        display.close()
     if args.json:
         print_json(job)
     else:
         print(describe(job))
     return 0 if job["status"] == "completed" else 1
-
-
-def show_progress(bar: Any, job: dict[str, Any]) -> None:
-    progress = job.get("progress") or {}
-    total = progress.get("total_steps")
-    if total and bar.total != total:
-        bar.total = total
-    step = progress.get("step") or 0
-    if step != bar.n:
-        bar.n = step
-    postfix = {"status": job["status"]}
-    if progress.get("loss") is not None:
-        postfix["loss"] = f"{progress['loss']:.4f}"
-    if progress.get("eta_seconds") is not None:
-        postfix["eta"] = f"{progress['eta_seconds']:.0f}s"
-    bar.set_postfix(postfix, refresh=False)
-    bar.refresh()
 
 
 def loss_curves(history: list[dict[str, Any]]) -> tuple[dict[int, float], dict[int, float]]:
@@ -260,8 +238,14 @@ def describe_checkpoint(checkpoint: dict[str, Any]) -> str:
 
 
 def download(args: argparse.Namespace) -> int:
+    quantization = getattr(args, "quantization", None)
+    if quantization and args.artifact not in {None, "gguf"}:
+        raise ClientError(f"--quantization picks a GGUF file, not a {args.artifact} artifact")
     answer = client_from(args).download_link(
-        args.job_id, args.artifact, checkpoint=getattr(args, "checkpoint", None)
+        args.job_id,
+        "gguf" if quantization else args.artifact,
+        checkpoint=getattr(args, "checkpoint", None),
+        quantization=quantization,
     )
     files = answer.get("files") or [{"download_url": answer["download_url"]}]
     args.output.mkdir(parents=True, exist_ok=True)

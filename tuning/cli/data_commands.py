@@ -15,6 +15,8 @@ from tuning.cli import add_command, print_json
 from tuning.cli.client import ClientError
 
 TRAINER_TYPES = ["sft", "dpo", "orpo", "grpo"]
+MODALITIES = ["text", "vision"]
+NOT_TEXT = {"role", "type", "images", "image"}
 
 
 def register(sub: Any) -> None:
@@ -23,14 +25,18 @@ def register(sub: Any) -> None:
 
     parser = add_command(datasets_sub, "validate", validate, "check a dataset file's rows locally")
     parser.add_argument("file", type=Path, help="a .jsonl or .parquet split")
-    parser.add_argument("--trainer-type", choices=TRAINER_TYPES, default="sft")
+    parser.add_argument(
+        "--split",
+        help="the split it will be (default: the file's name if it names one, else train)",
+    )
+    _row_options(parser)
     parser.add_argument("--tokenizer", type=Path, help="a model folder: count real tokens")
 
     parser = add_command(datasets_sub, "upload", upload, "validate, then upload a dataset split")
     parser.add_argument("file", type=Path)
     parser.add_argument("--id", required=True, help="the processed_dataset_id to create")
     parser.add_argument("--split", default="train", help="train, eval, test, validation ...")
-    parser.add_argument("--trainer-type", choices=TRAINER_TYPES, default="sft")
+    _row_options(parser)
     parser.add_argument("--bucket", help="the data bucket (default: $TUNING_DATA_BUCKET)")
 
     models = sub.add_parser("models", help="upload base models")
@@ -40,52 +46,105 @@ def register(sub: Any) -> None:
     parser.add_argument("--to", required=True, help="gs://bucket/prefix/ to use as base_model_id")
 
 
-def check_file(path: Path, trainer_type: str, tokenizer: Path | None = None) -> dict[str, Any]:
+def _row_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trainer-type", choices=TRAINER_TYPES, default="sft")
+    parser.add_argument(
+        "--modality",
+        choices=MODALITIES,
+        help="text or vision rows (default: vision when a row has images, else text)",
+    )
+
+
+def check_file(
+    path: Path,
+    trainer_type: str,
+    tokenizer: Path | None = None,
+    *,
+    modality: str | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
     """Validate every row of one split file; return row and token statistics."""
     from trainer.data import SplitFile, read_rows, validate_rows
     from trainer.errors import DatasetError
-    from trainer.recipes import RECIPES
 
     if path.suffix not in {".jsonl", ".parquet"}:
         raise ClientError(f"{path}: a dataset split is a .jsonl or .parquet file")
     if not path.is_file():
         raise ClientError(f"{path}: no such file")
-    recipe = next((r for (kind, _), r in RECIPES.items() if kind.value == trainer_type), None)
-    if recipe is None:
-        raise ClientError(f"this build cannot check {trainer_type} rows yet")
-    split = SplitFile(name=path.stem, uri=str(path), suffix=path.suffix)
+    # Messages name the split the rows will be (as the trainer's do), with the file beside it.
+    split_file = SplitFile(name=split or split_name(path), uri=str(path), suffix=path.suffix)
     try:
-        row_format, rows = validate_rows(
-            read_rows(path.read_bytes(), split), split=split, normalize=recipe.normalize_row
-        )
+        raw_rows = read_rows(path.read_bytes(), split_file)
+        modality = modality or detect_modality(raw_rows)
+        recipe = _recipe(trainer_type, modality)
+        row_format, rows = validate_rows(raw_rows, split=split_file, normalize=recipe.normalize_row)
     except DatasetError as error:
         raise ClientError(str(error)) from None
     texts = [_row_text(row) for row in rows]
-    stats: dict[str, Any] = {"rows": len(rows), "format": row_format.value}
+    stats: dict[str, Any] = {"rows": len(rows), "format": row_format.value, "modality": modality}
     if tokenizer is None:
         stats["words"] = sum(len(text.split()) for text in texts)
     else:
-        from transformers import AutoTokenizer
+        from tuning.cli.token_counts import count_tokens
 
-        counts = [len(ids) for ids in AutoTokenizer.from_pretrained(tokenizer)(texts)["input_ids"]]
+        counts = count_tokens(tokenizer, texts)
         stats.update(
             tokens=sum(counts), max_tokens=max(counts), mean_tokens=sum(counts) / len(counts)
         )
     return stats
 
 
+def split_name(path: Path) -> str:
+    """`eval` for eval.jsonl; a file not named after a split (my-chats.jsonl) trains."""
+    from trainer.data import EVAL_SPLIT_NAMES, TRAIN_SPLIT_NAMES
+
+    stem = path.stem
+    return stem if stem.lower() in {*TRAIN_SPLIT_NAMES, *EVAL_SPLIT_NAMES} else "train"
+
+
+def detect_modality(rows: list[Any]) -> str:
+    """`vision` when any row carries images (an images column or an image part), else `text`."""
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        if row.get("images") is not None or row.get("image") is not None:
+            return "vision"
+        for message in row.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list) and any(
+                isinstance(part, dict) and part.get("type") == "image" for part in content
+            ):
+                return "vision"
+    return "text"
+
+
+def _recipe(trainer_type: str, modality: str) -> Any:
+    from trainer.recipes import RECIPES
+
+    for (kind, recipe_modality), recipe in RECIPES.items():
+        if kind.value == trainer_type and recipe_modality.value == modality:
+            return recipe
+    supported = ", ".join(f"{kind.value}/{m.value}" for kind, m in RECIPES)
+    raise ClientError(
+        f"trainer type {trainer_type!r} with modality {modality!r} is not a job the trainer "
+        f"runs (supported: {supported})"
+    )
+
+
 def _row_text(row: Any) -> str:
     if isinstance(row, str):
         return row
-    if isinstance(row, dict):  # roles and part types are markup, not text
-        return " ".join(_row_text(v) for k, v in row.items() if k not in {"role", "type"})
+    if isinstance(row, dict):  # roles, part types and images are not text
+        return " ".join(_row_text(v) for k, v in row.items() if k not in NOT_TEXT)
     if isinstance(row, list):
         return " ".join(_row_text(value) for value in row)
     return "" if row is None else str(row)
 
 
 def validate(args: argparse.Namespace) -> int:
-    stats = check_file(args.file, args.trainer_type, args.tokenizer)
+    stats = check_file(
+        args.file, args.trainer_type, args.tokenizer, modality=args.modality, split=args.split
+    )
     if args.json:
         print_json(stats)
     else:
@@ -99,7 +158,7 @@ def upload(args: argparse.Namespace) -> int:
     from tuning.gcp.storage import GcsStore
     from tuning.layout import StorageLayout
 
-    stats = check_file(args.file, args.trainer_type)
+    stats = check_file(args.file, args.trainer_type, modality=args.modality, split=args.split)
     bucket = args.bucket or os.environ.get("TUNING_DATA_BUCKET")
     if not bucket:
         raise ClientError("no data bucket: pass --bucket or set TUNING_DATA_BUCKET")

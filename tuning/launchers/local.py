@@ -58,6 +58,8 @@ CANCEL_FILE = "cancel"
 LOG_FILE = "execution.log"
 EXECUTION_ID = re.compile(r"^local-[0-9a-f]{12}$")
 NAME_PREFIX = "local/executions/"
+NICENESS_VARIABLE = "LOCAL_TRAINER_NICENESS"
+DEFAULT_NICENESS = 10  # trainers yield the CPU to the API processes of the local stack
 # What a functions-framework server sets for itself; a trainer must not inherit it.
 SERVER_VARIABLES = ("FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "PORT")
 POLL_SECONDS = 0.1
@@ -431,12 +433,28 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def lower_priority() -> None:
+    """Run this supervisor and its trainers below the stack's other processes.
+
+    On Cloud Run a trainer has its own machine; locally it shares the CPUs with the functions,
+    the front door and the emulators, and a GGUF export (llama.cpp's converter and quantizer,
+    torch's logit checks) keeps every core busy for tens of seconds, at the same priority as
+    the API's processes. Niced, the trainer still gets every idle cycle, and a request to the
+    API is served first. LOCAL_TRAINER_NICENESS=0 turns it off.
+    """
+    increment = int(os.environ.get(NICENESS_VARIABLE) or DEFAULT_NICENESS)
+    if increment > 0:
+        with contextlib.suppress(OSError):
+            os.nice(increment)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`supervise DIR`: run one execution (started by `LocalLauncher.launch`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "supervise":
         print("usage: python -m tuning.launchers.local supervise EXECUTION_DIR", file=sys.stderr)
         return 2
+    lower_priority()
     supervisor = Supervisor.start(Path(args[1]))
 
     def stop(signum: int, _frame: object) -> None:

@@ -84,7 +84,7 @@ def start_function(
     command = [
         sys.executable,
         "-m",
-        "functions_framework",
+        "tuning.local.function_server",  # functions-framework's app, gunicorn tuned (see there)
         f"--target={spec.target}",
         f"--source={source}",
         f"--signature-type={spec.signature_type}",

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ from tuning.tenancy import BASE_MODELS
 
 STATE_FILE = "stack.json"
 ENV_FILE = "stack.env"
+PATH_LINE_PREFIX = "export PATH="
 BUCKETS = {"data": "local-data", "config": "local-config", "models": "local-models"}
 DEMO_DATASET = "demo-colours"
 DEMO_MODEL_PREFIX = "base_models/tiny-gemma3/"
@@ -177,9 +179,18 @@ def up(workdir: Path, project: str = DEFAULT_PROJECT) -> dict[str, str]:
     except BaseException:
         down(workdir)
         raise
-    (workdir / ENV_FILE).write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
+    (workdir / ENV_FILE).write_text(env_file_text(exports))
     print(f"local stack up: source {workdir / ENV_FILE}")
     return exports
+
+
+def env_file_text(exports: dict[str, str], bin_dir: Path | None = None) -> str:
+    """stack.env: the exports, then the virtual environment's bin/ put first on PATH, so that
+    `source .local/stack.env` in a fresh shell is enough to run `tuning` (README quick start)."""
+    bin_dir = bin_dir or Path(sys.executable).parent  # .venv/bin under `make up`
+    lines = [f"export {key}={value}\n" for key, value in exports.items()]
+    lines.append(f'{PATH_LINE_PREFIX}{shlex.quote(str(bin_dir))}:"$PATH"\n')
+    return "".join(lines)
 
 
 def _start_functions(
@@ -322,6 +333,8 @@ def _running_stack(workdir: Path) -> dict[str, str] | None:
         return None
     exports = {}
     for line in env_file.read_text().splitlines():
+        if line.startswith(PATH_LINE_PREFIX):  # the shell's PATH, extended: not an export
+            continue
         key, _, value = line.removeprefix("export ").partition("=")
         exports[key] = value
     return exports
