@@ -88,7 +88,8 @@ test-slow: install
 	$(PY) -m pytest -m slow tests/slow $(PYTEST_ARGS)
 
 # llama.cpp's converter and quantizer for GGUF export, from the pinned llama-cpp-python
-# sdist (fetched once, built once, cached in ~/.cache/gemma-tuning; ~6 min on 2 cores).
+# sdist (fetched once, built once, cached in ~/.cache/gemma-tuning; measured 4 min on 2 idle
+# cores, 16 min on a busy machine).
 llama-cpp: install
 	$(PY) tools/llama_cpp.py build-quantizer
 

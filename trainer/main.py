@@ -197,3 +197,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in ("transformers", "datasets", "accelerate", "peft", "trl"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    from trainer.library_warnings import filter_known_warnings
+
+    filter_known_warnings()

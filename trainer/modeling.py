@@ -313,6 +313,9 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
         vision=vision,
         sharded=run.ranks.distributed,
     )
+    if config.method is Method.QLORA:
+        loaded, message = four_bit_report(model)
+        (run.note if loaded else run.warn)(message)
     if not config.method.uses_adapter:
         return model, None
     if run.continue_from is not None:
@@ -322,6 +325,20 @@ def prepare_model(run: TrainingRun) -> tuple[Any, Any]:
         return continue_adapter(model, run.continue_from, quantized=quantized), None
     text_on_multimodal = not vision and has_image_path(run.model_dir)
     return model, lora_config(config.hyperparameters, exclude_image_path=text_on_multimodal)
+
+
+def four_bit_report(model: Any) -> tuple[bool, str]:
+    """Whether a QLoRA model's weights really are 4-bit (bitsandbytes layers), and saying so."""
+    layers = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+    if layers and getattr(model, "is_loaded_in_4bit", True):
+        return True, (
+            f"QLoRA: the base model loaded in 4-bit (bitsandbytes nf4, double quantization): "
+            f"{layers} linear layers quantized"
+        )
+    return False, (
+        "QLoRA: the base model did not load in 4-bit (no bitsandbytes 4-bit layers): it trains "
+        "as LoRA on 16-bit weights and needs LoRA's memory"
+    )
 
 
 def lora_config(hyperparameters: Hyperparameters, *, exclude_image_path: bool = False) -> Any:

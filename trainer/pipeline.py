@@ -147,6 +147,7 @@ def run_training_job(
         resume_from=resume_from,
         run_name=settings.job_id,
         warn=functools.partial(_warn, reporter),
+        note=functools.partial(_note, reporter),
         ranks=cohort.ranks,
         continue_from=continue_from,
     )
@@ -456,6 +457,11 @@ def _route_library_logs() -> None:
     datasets_logger.propagate = True
     datasets_logger.setLevel(logging.WARNING)
     datasets.disable_progress_bars()
+
+
+def _note(reporter: EventReporter, text: str) -> None:
+    logger.info(text)
+    reporter.message(text)
 
 
 def _warn(reporter: EventReporter, text: str) -> None:

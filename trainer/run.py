@@ -38,6 +38,7 @@ class TrainingRun:
     report_to: list[str] = field(default_factory=list)
     run_name: str | None = None
     warn: Callable[[str], None] = lambda text: None
+    note: Callable[[str], None] = lambda text: None  # an info message event for the job
     ranks: Ranks = SINGLE  # the training processes (one per GPU) this one is among
     continue_from: Path | None = None  # the earlier job's adapter or weights (from_job)
 

@@ -69,6 +69,8 @@ def test_qlora_completes_and_publishes_to_the_hub(stack: TrainerStack, tiny_gemm
     code, events = run(stack, request, hub_uploader=hub)
 
     assert code == 0
+    texts = [e.payload.text for e in events if e.type is EventType.MESSAGE]
+    assert any(text.startswith("QLoRA: the base model loaded in 4-bit") for text in texts), texts
     completed = events[-1]
     assert isinstance(completed, CompletedEvent)
     assert completed.payload.artifacts.hub_url == "https://huggingface.co/someone/tiny-colours"
