@@ -52,7 +52,7 @@ resource "google_storage_bucket" "config" {
   depends_on = [google_project_service.enabled]
 }
 
-# gs://<models>/{trained_adapters,merged_models,gguf_models,checkpoints}/{job_id}/...
+# gs://<models>/{trained_adapters,merged_models,gguf_models,checkpoints,evaluations}/{job_id}/...
 resource "google_storage_bucket" "models" {
   # checkov:skip=CKV_GCP_78:Checkpoints are rewritten every few hundred steps; versioning would keep every multi-GB version and defeat the lifecycle rules.
   name                        = local.bucket_names.models
@@ -78,7 +78,7 @@ resource "google_storage_bucket" "models" {
     content {
       condition {
         age            = lifecycle_rule.value
-        matches_prefix = ["trained_adapters/", "merged_models/", "gguf_models/"]
+        matches_prefix = ["trained_adapters/", "merged_models/", "gguf_models/", "evaluations/"]
       }
       action {
         type = "Delete"

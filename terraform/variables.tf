@@ -272,7 +272,7 @@ variable "checkpoint_retention_days" {
 }
 
 variable "artifact_retention_days" {
-  description = "Days after which exported artifacts (adapters, merged models, GGUF files) are deleted; null keeps them until their job is deleted."
+  description = "Days after which exported artifacts (adapters, merged models, GGUF files, sample answers) are deleted; null keeps them until their job is deleted."
   type        = number
   default     = null
   validation {

@@ -37,6 +37,7 @@ from trainer.modeling import load_model_config, load_processor, load_tokenizer
 from trainer.recipes import Recipe, evaluation_enabled, recipe_for
 from trainer.room import ensure_room_for_outputs
 from trainer.run import TrainingOutcome, TrainingRun
+from trainer.samples import samples_for_job
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
@@ -153,6 +154,9 @@ def run_training_job(
     )
     if cohort.ranks.distributed:
         run.batching = _spread(run, reporter)
+    samples = samples_for_job(  # answered by the base and the tuned model (trainer/samples.py)
+        config, splits, evaluate=run.evaluate, distributed=cohort.ranks.distributed, warn=run.warn
+    )
 
     reporter.message(describe_hyperparameters(config))  # the per-type defaults it resolved
     tracker, wandb_url = _start_tracking(job, work_dir, reporter)
@@ -193,6 +197,13 @@ def run_training_job(
                 pause=pause,
             ),
         ]
+        if samples is not None:
+            from trainer.sample_generation import base_answers_callback
+
+            base_answers = base_answers_callback(  # Full only: the base answers before training
+                samples, run, **_samples_context(services, settings, active, reporter)
+            )
+            run.callbacks += [base_answers] if base_answers is not None else []
         run.report_to = ["wandb"] if tracker is not None else []
         cohort.tell(for_followers(run))
         try:
@@ -202,6 +213,11 @@ def run_training_job(
             hand_off(handoff, uploads, checkpoints, reporter, resumed_step=resumed_step)
         cohort.expect_followers()  # every rank finished training: they wait for the export
         active()
+        from trainer.sample_generation import finish_samples
+
+        metrics, samples_path = finish_samples(  # before the export releases the model
+            samples, outcome, run, **_samples_context(services, settings, active, reporter)
+        )
         reporter.exporting(_export_formats(config))
         artifacts = export_model(
             ExportJob(
@@ -226,7 +242,7 @@ def run_training_job(
             ensure_job_active=active,
             hub=hub_uploader,
         )
-        reporter.completed(artifacts, outcome.metrics)
+        reporter.completed(artifacts.model_copy(update={"samples_path": samples_path}), metrics)
         failed = False
     finally:
         if tracker is not None:
@@ -257,6 +273,18 @@ def hand_off(
     )
     logger.info("handed off at step %d (checkpoint %d)", handoff.step, latest.step)
     raise HandedOff(handoff.reason.value)
+
+
+def _samples_context(
+    services: Services, settings: TrainerSettings, active: Any, reporter: EventReporter
+) -> dict[str, Any]:
+    return {
+        "storage": services.storage,
+        "layout": settings.layout,
+        "job_id": settings.job_id,
+        "ensure_job_active": active,
+        "reporter": reporter,
+    }
 
 
 def for_followers(run: TrainingRun) -> TrainingRun:

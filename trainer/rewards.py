@@ -13,8 +13,9 @@ The answer format the rewards expect (tell the model in the prompt or system mes
 a completion that states an answer some other way (an `<answer>` tag, or a last line
 `Answer: X`), 0.0 otherwise. `exact_match` scores 1.0 when the extracted answer equals the
 row's reference after normalization (case, surrounding space, quotes, markdown emphasis,
-`\\boxed{}`, trailing full stop); `numeric_match` scores 1.0 when the last number of the
-extracted answer equals the last number of the reference within a relative tolerance of 1e-6
+`\\boxed{}`, `$...$`, trailing full stop; the label's own emphasis, as in `**Final Answer:** 4`,
+is not part of the answer); `numeric_match` scores 1.0 when the last number of the extracted
+answer equals the last number of the reference within a relative tolerance of 1e-6
 (commas as thousands separators, decimals, exponents and `a/b` fractions are understood). A
 completion without an answer scores 0.0 for both. Pure functions: no torch, no TRL.
 """
@@ -40,8 +41,12 @@ _FULL = re.compile(
     r"^\s*<reasoning>\s*\S.*?</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL
 )
 _ANSWER_TAG = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.DOTALL)
+# Markdown emphasis around the label may close before the colon (`**Answer**: 4`), right after
+# it (`**Final Answer:** 4`) or after the answer (`**Answer: 4**`).
+_EMPHASIS = r"\*\*|__|\*|_"
 _ANSWER_LINE = re.compile(
-    r"^[ \t]*(?:\*\*)?(?:final[ \t]+)?answer(?:\*\*)?[ \t]*[:=][ \t]*(?P<answer>.+?)[ \t]*$",
+    rf"^[ \t]*(?P<opened>{_EMPHASIS})?(?:final[ \t]+)?answer(?P<closed>{_EMPHASIS})?[ \t]*[:=]"
+    rf"[ \t]*(?P<after>{_EMPHASIS})?[ \t]*(?P<answer>.+?)[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _BOXED = re.compile(r"\\boxed\{(?P<inner>[^{}]*)\}")
@@ -51,7 +56,7 @@ _NUMBER = re.compile(
     r"(?:\s*/\s*(?P<denominator>\d+))?"
 )
 MINUS_SIGN = "\u2212"  # as some models and typesetting write negative numbers
-_WRAPPERS = ("**", "__", "`", '"', "'", "*", "_")
+_WRAPPERS = ("**", "__", "`", '"', "'", "*", "_", "$")
 
 
 def completion_text(completion: Any) -> str:
@@ -79,8 +84,21 @@ def extract_answer(text: str) -> str | None:
     tagged = [answer for answer in tagged if answer]
     if tagged:
         return tagged[-1]
-    lines = [match["answer"].strip() for match in _ANSWER_LINE.finditer(text)]
+    lines = [_line_answer(match) for match in _ANSWER_LINE.finditer(text)]
+    lines = [answer for answer in lines if answer]
     return lines[-1] if lines else None
+
+
+def _line_answer(match: re.Match[str]) -> str:
+    """The answer of an `Answer:` line without the label's own emphasis markup."""
+    opened, closed, after = match["opened"], match["closed"], match["after"]
+    answer = match["answer"].strip()
+    if opened and not closed:
+        if after == opened:  # `**Final Answer:** 4`: the label's emphasis ends after the colon
+            after = None
+        elif answer.endswith(opened) and not answer.startswith(opened):  # `**Answer: 4**`
+            answer = answer[: -len(opened)]
+    return ((after or "") + answer).strip()
 
 
 def format_score(text: str) -> float:

@@ -93,6 +93,16 @@ class Progress(Part):
         return round(min(100.0, 100.0 * self.step / self.total_steps), 2)
 
 
+class EvalScore(Part):
+    """One built-in scorer's mean over the scored eval rows, for the base and the tuned model."""
+
+    base: float | None = Field(
+        None, ge=0, le=1, description="The base model's mean; null: its answers are unknown."
+    )
+    tuned: float = Field(..., ge=0, le=1, description="The fine-tuned model's mean.")
+    rows: int = Field(..., ge=1, description="How many eval rows were scored.")
+
+
 class Metrics(Part):
     """Evaluation and training figures; the seed's names first, trainer extras allowed."""
 
@@ -106,6 +116,12 @@ class Metrics(Part):
     train_runtime: float | None = None
     tokens_per_second: float | None = None
     step: int | None = Field(None, ge=0, description="The step these figures were taken at.")
+    eval_scores: dict[str, EvalScore] | None = Field(
+        None,
+        description="Generated answers scored against the eval split's references, per "
+        "built-in scorer (exact_match, numeric_match, format), base and fine-tuned "
+        "(eval_config.scored_rows); set once training ends.",
+    )
 
 
 class Artifacts(Part):
@@ -114,6 +130,9 @@ class Artifacts(Part):
     gguf_path: str | None = Field(None, description="The first GGUF file written.")
     gguf_files: dict[str, str] = Field(default_factory=dict, description="quantization -> uri")
     hub_url: str | None = Field(None, description="The Hugging Face repo, for hfhub exports.")
+    samples_path: str | None = Field(
+        None, description="gs:// URI of the base and fine-tuned sample answers (JSONL)."
+    )
 
 
 class AttemptEnding(StrEnum):

@@ -20,6 +20,9 @@ ADAPTERS = "trained_adapters"
 MERGED = "merged_models"
 GGUF = "gguf_models"
 CHECKPOINTS = "checkpoints"
+EVALUATIONS = "evaluations"  # sample answers of the base and the tuned model (tuning/samples.py)
+SAMPLES_FILE = "samples.jsonl"
+BASE_ANSWERS_FILE = "base-answers.jsonl"  # Full fine-tuning: the base's, made before training
 
 
 GCS_SCHEME = "gs://"
@@ -103,6 +106,15 @@ class StorageLayout:
             raise ValueError("a checkpoint step is never negative")
         return f"{self.checkpoints_prefix(job_id)}checkpoint-{step}/"
 
+    def evaluations_prefix(self, job_id: str) -> str:
+        return gcs_uri(self.models_bucket, f"{EVALUATIONS}/{_job(job_id)}/")
+
+    def samples_uri(self, job_id: str) -> str:
+        return f"{self.evaluations_prefix(job_id)}{SAMPLES_FILE}"
+
+    def base_answers_uri(self, job_id: str) -> str:
+        return f"{self.evaluations_prefix(job_id)}{BASE_ANSWERS_FILE}"
+
     def job_prefixes(self, job_id: str) -> list[str]:
         """Every prefix that holds files of the job (all end with `/`)."""
         return [
@@ -110,6 +122,7 @@ class StorageLayout:
             self.merged_prefix(job_id),
             self.gguf_prefix(job_id),
             self.checkpoints_prefix(job_id),
+            self.evaluations_prefix(job_id),
         ]
 
 

@@ -55,6 +55,22 @@ MAX_CHECKPOINTS_KEPT = 20
 FROM_JOB_PATTERN = SEGMENT_PATTERN.removesuffix("$") + r"(:[0-9]{1,9})?$"
 # GRPO reward weights: far above any useful scale, low enough that summed rewards stay finite.
 MAX_REWARD_WEIGHT = 1000.0
+# Sample answers and scored evaluation at the end of training (trainer/samples.py): bounds
+# that keep the generation they cost to a stated, small share of a job's GPU time.
+DEFAULT_SAMPLES = 5
+MAX_SAMPLES = 16
+MAX_SAMPLE_PROMPT_CHARS = 2000
+DEFAULT_SAMPLE_NEW_TOKENS = 64
+MAX_SAMPLE_NEW_TOKENS = 256
+DEFAULT_SCORED_ROWS = 16
+MAX_SCORED_ROWS = 64
+SAMPLE_COST = (
+    "GPU cost, bounded: greedy decoding by the base and the fine-tuned model of at most "
+    f"{MAX_SAMPLES} + {MAX_SCORED_ROWS} distinct prompts (each cut to 1024 tokens), eight a "
+    "batch, so at most 2 x ceil(prompts / 8) x sample_max_new_tokens decoding steps: 384 at "
+    "the defaults (21 prompts, 64 tokens), estimated at 10 s for a 1B model and 30 s for 27B "
+    "on one H100-class GPU (bench/samples_gpu.py measures it); the job's events say what it took."
+)
 
 
 class Contract(BaseModel):
@@ -384,6 +400,53 @@ class EvalConfig(Contract):
     eval_holdout_fraction: float = Field(
         0.1, gt=0, le=0.5, description="Held-out share of train when there is no eval split."
     )
+    samples: int = Field(
+        DEFAULT_SAMPLES,
+        ge=0,
+        le=MAX_SAMPLES,
+        description="Prompts answered at the end of training by the base and the fine-tuned "
+        "model (greedy, through the chat template), side by side in `GET "
+        "/jobs/{job_id}/samples`: the first distinct prompts of the eval split (else of "
+        "train), or every one of `sample_prompts`. 0 turns all of it off: no samples, no "
+        "`metrics.eval_scores`, no generation. Applies when eval_config is null too. "
+        + SAMPLE_COST,
+    )
+    sample_prompts: (
+        list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_SAMPLE_PROMPT_CHARS)]]
+        | None
+    ) = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SAMPLES,
+        description="Short user prompts to answer instead of the dataset's (one user turn "
+        f"each, at most {MAX_SAMPLES} of at most {MAX_SAMPLE_PROMPT_CHARS} characters).",
+    )
+    sample_max_new_tokens: int = Field(
+        DEFAULT_SAMPLE_NEW_TOKENS,
+        ge=1,
+        le=MAX_SAMPLE_NEW_TOKENS,
+        description="The longest answer generated per prompt and model, in tokens; the "
+        "samples' GPU time grows with it linearly (the bound is under `samples`).",
+    )
+    scored_rows: int = Field(
+        DEFAULT_SCORED_ROWS,
+        ge=0,
+        le=MAX_SCORED_ROWS,
+        description="Eval rows with a reference answer (SFT: the last assistant turn; GRPO: "
+        "the reference column) whose generated answers the built-in scorers (exact_match, "
+        "numeric_match, format) score for the base and the fine-tuned model: "
+        "`metrics.eval_scores`. Needs an eval split (evaluation on) and `samples` above 0; "
+        "0 scores nothing. Shares the generation of the samples where the rows are the same; "
+        "each 8 distinct rows more cost one more batch per model (the bound is under `samples`).",
+    )
+
+    @model_validator(mode="after")
+    def _prompts_need_samples(self) -> EvalConfig:
+        if self.sample_prompts is not None and self.samples == 0:
+            raise field_error(
+                "sample_prompts", "samples is 0 (off): leave sample_prompts out, or raise samples"
+            )
+        return self
 
 
 class WandbConfig(Contract):

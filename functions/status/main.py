@@ -1,5 +1,5 @@
-"""The status function: list jobs, show one, page its events and checkpoints, sign download
-URLs, list tiers.
+"""The status function: list jobs, show one, page its events and checkpoints, show its
+sample answers, sign download URLs, list tiers.
 
 functions-framework --source functions/status/main.py --target serve_job_status
 """
@@ -66,6 +66,12 @@ def list_checkpoints(
     return http.json_response(page)
 
 
+def list_samples(request: flask.Request, job_id: str) -> flask.Response:
+    """GET /jobs/{job_id}/samples."""
+    samples = queries.list_samples(job_id, services=API.services, owner=API.owner_scope(request))
+    return http.json_response(samples)
+
+
 def download_artifact(request: flask.Request, job_id: str, query: DownloadQuery) -> flask.Response:
     """GET /jobs/download/{job_id}?artifact=gguf|adapter|merged, or ?checkpoint=STEP."""
     links = queries.download_links(
@@ -94,6 +100,7 @@ API = http.Api(
         "get_job": get_job,
         "list_job_events": list_job_events,
         "list_checkpoints": list_checkpoints,
+        "list_samples": list_samples,
         "download_artifact": download_artifact,
     },
 )

@@ -27,6 +27,8 @@ def quick_request(local_stack: LocalStack, **hyperparameters: Any) -> dict[str, 
     request["training_config"]["hyperparameters"].update(
         {"max_steps": 6, "logging_steps": 1, "save_strategy": "no", **hyperparameters}
     )
+    # Sample answers stay on (the default) but short: they cost generation on every job.
+    request["training_config"]["eval_config"]["sample_max_new_tokens"] = 8
     return request
 
 
@@ -77,6 +79,21 @@ def test_logs_show_the_end_of_the_trainer_log(
     assert any(f"published completed event {job_id}" in line for line in whole), whole[-20:]
     # The end of the same file (its supervisor may still add its final line meanwhile).
     assert len(last) == 3 and last[0] in whole[-4:]
+
+
+def test_samples_show_base_and_tuned_answers_side_by_side(
+    local_stack: LocalStack, completed_job: dict[str, Any]
+) -> None:
+    job_id = completed_job["job_id"]
+    samples = json.loads(local_stack.cli("--json", "samples", job_id).stdout)
+    shown = local_stack.cli("samples", job_id, "--width", "100").stdout
+
+    assert samples["job_id"] == job_id and samples["samples"]
+    assert all(s["base_answer"] is not None and "tuned_answer" in s for s in samples["samples"])
+    assert completed_job["artifacts"]["samples_path"].endswith(f"/{job_id}/samples.jsonl")
+    assert "fine-tuned" in shown and samples["samples"][0]["prompt"][:30] in shown
+    scores = completed_job["metrics"].get("eval_scores")
+    assert scores == samples["eval_scores"]
 
 
 def test_download_fetches_the_merged_model(

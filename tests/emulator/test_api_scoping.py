@@ -12,6 +12,7 @@ from tuning.checkpoints import MARKER
 from tuning.jobs import Artifacts
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
+SAMPLES = b'{"prompt": "p", "tuned_answer": "t", "source": "eval"}\n'
 
 
 @pytest.fixture
@@ -26,6 +27,7 @@ def every_job_route(stack: ApiStack, job_id: str, headers: dict[str, str]) -> li
         status.get(f"/jobs/{job_id}/events", headers=headers),
         status.get(f"/jobs/download/{job_id}", headers=headers),
         status.get(f"/jobs/{job_id}/checkpoints", headers=headers),
+        status.get(f"/jobs/{job_id}/samples", headers=headers),
         status.get(f"/jobs/download/{job_id}", query_string={"checkpoint": 1}, headers=headers),
         delete.post(f"/jobs/{job_id}/cancel", headers=headers),
         delete.post(f"/jobs/{job_id}/pause", headers=headers),
@@ -40,6 +42,7 @@ def completed_job_of(stack: ApiStack, owner: str) -> str:
     checkpoint = stack.settings.layout.checkpoint_prefix(job_id, 1)
     stack.upload(f"{checkpoint}adapter_model.safetensors")
     stack.upload(f"{checkpoint}{MARKER}", b'{"step": 1}')
+    stack.upload(stack.settings.layout.samples_uri(job_id), SAMPLES)
     stack.complete_job(job_id, Artifacts(gguf_path=gguf))
     return job_id
 
@@ -51,13 +54,14 @@ def test_others_jobs_are_404_on_every_route_and_stay_untouched(stack: ApiStack) 
     answers = every_job_route(stack, alices, caller_headers(BOB))
     listed = stack.get("/jobs", caller=BOB).get_json()["jobs"]
 
-    assert [answer.status_code for answer in answers] == [404] * 9
+    assert [answer.status_code for answer in answers] == [404] * 10
     assert [job["job_id"] for job in listed] == [bobs]
     assert stack.get(f"/jobs/{alices}", caller=ALICE).get_json()["status"] == "completed"
     assert stack.get(f"/jobs/download/{alices}", caller=ALICE).status_code == 200
     own = stack.get(f"/jobs/{alices}/checkpoints", caller=ALICE).get_json()["checkpoints"]
     assert [checkpoint["step"] for checkpoint in own] == [1]
     assert stack.get(f"/jobs/download/{alices}", checkpoint=1, caller=ALICE).status_code == 200
+    assert stack.get(f"/jobs/{alices}/samples", caller=ALICE).status_code == 200
 
 
 def test_the_id_token_names_the_caller(stack: ApiStack) -> None:
@@ -99,7 +103,7 @@ def test_a_token_cloud_run_did_not_check_names_nobody(stack: ApiStack) -> None:
 
     answers = every_job_route(stack, alices, headers)
 
-    assert [answer.status_code for answer in answers] == [404] * 9
+    assert [answer.status_code for answer in answers] == [404] * 10
     assert stack.services.jobs.get(alices).status.value == "completed"
 
 

@@ -90,6 +90,18 @@ def to_jsonl(rows: list[Any]) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
 
 
+def without_samples(request_data: dict[str, Any]) -> dict[str, Any]:
+    """The request with `eval_config.samples: 0` where it names no samples of its own."""
+    data = copy.deepcopy(request_data)
+    config = data.get("training_config") or {}
+    evaluation = config.get("eval_config")
+    if evaluation is None:
+        config["eval_config"] = {"samples": 0}
+    elif "samples" not in evaluation and "sample_prompts" not in evaluation:
+        evaluation["samples"] = 0
+    return data
+
+
 @dataclass
 class TrainerStack:
     """Names unique to one test; everything the trainer reads is put in place by `submit`."""
@@ -155,8 +167,10 @@ class TrainerStack:
         lineage: Lineage | None = None,
     ) -> str:
         """Store secrets, the redacted config and the queued record, as submit does (with
-        the tier submit would have placed it on)."""
-        request = TrainRequest.model_validate(request_data)
+        the tier submit would have placed it on). Sample answers are off unless the request
+        asks for them (`eval_config.samples`): the jobs of this tier that do not check them
+        do not pay for their generation."""
+        request = TrainRequest.model_validate(without_samples(request_data))
         job_id = f"job-{self.unique}-{random.randrange(10**6)}"
         values = {"hf_token": request.hf_token}
         wandb = request.training_config.wandb_config

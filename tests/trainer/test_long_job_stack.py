@@ -46,7 +46,7 @@ def run_job(stack: ScratchStack, tiny_gemma3: Path, timeout: float) -> JobRecord
     request["processed_dataset_id"] = "colours"
     config = request["training_config"]
     config["base_model_id"] = f"gs://{models}/base_models/tiny/"
-    config["eval_config"] = None
+    config["eval_config"] = {"samples": 0}  # no evaluation, no sample answers (their cost)
     config["export_config"] = {"format": "adapter"}
     config["hyperparameters"].update(
         {"max_steps": STEPS, "save_steps": 100, "logging_steps": 1, "batch_size": 2}

@@ -66,7 +66,13 @@ def test_a_text_job_may_read_its_config_dataset_and_model_and_write_its_outputs(
         StorageRule("models-b", "base_models/tiny/"),
         *(
             StorageRule("models-b", f"{prefix}/job-1/", access=Access.READ_WRITE)
-            for prefix in ("trained_adapters", "merged_models", "gguf_models", "checkpoints")
+            for prefix in (
+                "trained_adapters",
+                "merged_models",
+                "gguf_models",
+                "checkpoints",
+                "evaluations",
+            )
         ),
     }
 
@@ -95,6 +101,8 @@ def test_a_text_job_may_read_its_config_dataset_and_model_and_write_its_outputs(
         (Operation.DELETE, "gs://models-b/checkpoints/job-10/checkpoint-6/a.bin", False),
         (Operation.READ, "gs://models-b/merged_models/victim/model.safetensors", False),
         (Operation.WRITE, "gs://models-b/gguf_models/job-1/model-q8_0.gguf", True),
+        (Operation.WRITE, "gs://models-b/evaluations/job-1/samples.jsonl", True),
+        (Operation.READ, "gs://models-b/evaluations/job-10/samples.jsonl", False),
         (Operation.READ, "gs://other-bucket/processed_datasets/colours/train.jsonl", False),
     ],
 )
@@ -173,7 +181,13 @@ def test_the_credential_access_boundary_has_one_rule_per_bucket_and_access() -> 
             f"(resource.name.startsWith('projects/_/buckets/models-b/objects/{prefix}/job-1/')"
             " || api.getAttribute('storage.googleapis.com/objectListPrefix', '')"
             f".startsWith('{prefix}/job-1/'))"
-            for prefix in ("trained_adapters", "merged_models", "gguf_models", "checkpoints")
+            for prefix in (
+                "trained_adapters",
+                "merged_models",
+                "gguf_models",
+                "checkpoints",
+                "evaluations",
+            )
         ),
     }
     assert len(built.rules) <= MAX_RULES

@@ -56,6 +56,7 @@ STATUS_ROUTES = bind_routes(
             "get_job",
             "list_job_events",
             "list_checkpoints",
+            "list_samples",
             "download_artifact",
             "list_tiers",
             "health",

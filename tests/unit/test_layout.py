@@ -85,19 +85,25 @@ def test_every_prefix_ends_with_a_slash():
     assert all(prefix.endswith("/") for prefix in prefixes)
 
 
-def test_job_prefixes_cover_adapter_merged_gguf_and_checkpoints():
+def test_job_prefixes_cover_adapter_merged_gguf_checkpoints_and_evaluations():
     assert LAYOUT.job_prefixes("job1") == [
         "gs://mmm/trained_adapters/job1/",
         "gs://mmm/merged_models/job1/",
         "gs://mmm/gguf_models/job1/",
         "gs://mmm/checkpoints/job1/",
+        "gs://mmm/evaluations/job1/",
     ]
 
 
 def test_job_files_are_under_the_job_prefixes():
     prefixes = LAYOUT.job_prefixes("job1")
 
-    for path in [LAYOUT.gguf_uri("job1", "f16"), LAYOUT.checkpoint_prefix("job1", 3)]:
+    for path in [
+        LAYOUT.gguf_uri("job1", "f16"),
+        LAYOUT.checkpoint_prefix("job1", 3),
+        LAYOUT.samples_uri("job1"),
+        LAYOUT.base_answers_uri("job1"),
+    ]:
         assert any(path.startswith(prefix) for prefix in prefixes)
 
 

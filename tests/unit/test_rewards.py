@@ -8,6 +8,7 @@ from trainer.rewards import (
     ANSWER_ONLY,
     FULL_FORMAT,
     NEEDS_REFERENCE,
+    exact_match_score,
     extract_answer,
     format_score,
     normalize_answer,
@@ -45,6 +46,37 @@ def test_the_answer_is_the_last_answer_given() -> None:
     assert extract_answer("Answer: 1\nwait\nAnswer: 3") == "3"
     assert extract_answer("<answer>4</answer>\nAnswer: 5") == "4"  # the tag wins over a line
     assert extract_answer("no answer here") is None
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer"),
+    [
+        ("Six times seven.\n**Final Answer:** 4", "4"),  # the emphasis closes after the colon
+        ("**Final Answer**: 4", "4"),
+        ("**Answer: 4**", "4"),
+        ("*Answer:* 4", "4"),
+        ("__Final answer:__ 4", "4"),
+        ("Final Answer: **4**", "**4**"),  # the answer's own emphasis: normalization drops it
+        ("**Final Answer:** **4**", "**4**"),
+        ("**Final Answer:** $\\boxed{4}$", "$\\boxed{4}$"),
+        ("**Answer:** first\n**Final Answer:** 1,234.5", "1,234.5"),
+    ],
+)
+def test_markdown_answer_lines_give_the_answer_without_the_labels_emphasis(
+    completion: str, answer: str
+) -> None:
+    assert extract_answer(completion) == answer
+
+
+@pytest.mark.parametrize(
+    "completion",
+    ["**Final Answer:** 4", "**Final Answer**: 4.", "**Answer: 4**", "Final Answer: $4$"],
+)
+def test_markdown_final_answers_match_exactly_and_numerically(completion: str) -> None:
+    assert exact_match_score(completion, "4") == 1.0
+    assert numeric_match_score(completion, "4") == 1.0
+    assert exact_match_score(completion, "5") == 0.0
+    assert numeric_match_score(completion, "5") == 0.0
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from tuning.jobs import (
     Artifacts,
     AttemptEnd,
     DatasetStats,
+    EvalScore,
     JobError,
     JobRecord,
     JobStatus,
@@ -27,6 +28,7 @@ from tuning.jobs import (
     Placement,
     Progress,
 )
+from tuning.samples import SampleLine
 from tuning.spec import GgufQuantization, Method, Modality, TrainerType, field_error
 from tuning.tiers import Engine, GpuTier
 
@@ -273,6 +275,21 @@ class CheckpointView(Answer):
 class CheckpointList(Answer):
     checkpoints: list[CheckpointView] = Field(..., description="Newest first.")
     next_page_token: str | None = None
+
+
+class SampleList(Answer):
+    """`GET /jobs/{job_id}/samples`: the base and the fine-tuned model's answers to the same
+    prompts, made at the end of training (`eval_config.samples`)."""
+
+    job_id: str
+    samples: list[SampleLine] = Field(
+        ...,
+        description="One per distinct prompt: the sample prompts first, then the other "
+        "scored eval rows.",
+    )
+    eval_scores: dict[str, EvalScore] | None = Field(
+        None, description="The job's `metrics.eval_scores`, when it scored any rows."
+    )
 
 
 class DownloadFile(Answer):

@@ -1,5 +1,5 @@
-"""The status function's core: list jobs, show one, page its events and checkpoints, sign
-its downloads.
+"""The status function's core: list jobs, show one, page its events and checkpoints, show
+its sample answers, sign its downloads.
 
 `owner` is the caller when owner scoping is on (other callers' jobs then answer
 404, as if they did not exist) and None when every job is visible.
@@ -20,12 +20,14 @@ from tuning.api.models import (
     JobDetail,
     JobList,
     JobSummary,
+    SampleList,
 )
 from tuning.checkpoints import complete_steps, is_training_state, read_marker
 from tuning.errors import ConflictError, NotFoundError
 from tuning.gcp.firestore import PageTokenError
 from tuning.ids import is_segment_id
 from tuning.jobs import JobRecord, JobStatus, utcnow
+from tuning.samples import MAX_SAMPLES_FILE_BYTES, decode_lines
 from tuning.services import Services
 from tuning.spec import GgufQuantization
 
@@ -92,6 +94,26 @@ def list_checkpoints(
     return CheckpointList(
         checkpoints=views, next_page_token=str(steps[limit - 1]) if more else None
     )
+
+
+def list_samples(job_id: str, *, services: Services, owner: str | None) -> SampleList:
+    """The job's sample answers (only its own evaluations folder is read); NotFoundError
+    while it has none: not trained yet, samples off, or a multi-GPU or vision job."""
+    job = visible_job(job_id, services=services, owner=owner)
+    uri = services.settings.layout.samples_uri(job_id)
+    try:
+        data = services.storage.download_bytes(uri)
+    except NotFoundError:
+        raise NotFoundError(
+            f"the job has no samples (it is {job.status.value}; they are written when "
+            "training ends, unless eval_config.samples is 0)",
+            field="job_id",
+        ) from None
+    if len(data) > MAX_SAMPLES_FILE_BYTES:
+        logger.warning("job %s: samples file of %d bytes; not served", job_id, len(data))
+        raise NotFoundError("the job's samples are unreadable", field="job_id")
+    scores = job.metrics.eval_scores if job.metrics is not None else None
+    return SampleList(job_id=job_id, samples=decode_lines(data), eval_scores=scores)
 
 
 def _step_cursor(token: str | None) -> int:

@@ -24,6 +24,7 @@ from tuning.api.models import (
     JobList,
     ListJobsQuery,
     Query,
+    SampleList,
     SubmitResponse,
     TierList,
 )
@@ -135,6 +136,17 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={200: (CheckpointList, "One page of checkpoints.")},
         errors=(400, *JOB_ERRORS),
         query=CheckpointsQuery,
+    ),
+    Operation(
+        operation_id="list_samples",
+        method="GET",
+        path="/jobs/{job_id}/samples",
+        function="status",
+        summary="The base and the fine-tuned model's answers to the same prompts, side by "
+        "side, with their scores where the eval split has references (written at the end of "
+        "training; `eval_config.samples`).",
+        answers={200: (SampleList, "The samples.")},
+        errors=JOB_ERRORS,
     ),
     Operation(
         operation_id="list_tiers",

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tuning.cli import commands, data_commands
+    from tuning.cli import commands, data_commands, sample_commands
 
     parser = argparse.ArgumentParser(
         prog="tuning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.register(sub)
+    sample_commands.register(sub)
     data_commands.register(sub)
     return parser
 

@@ -267,6 +267,9 @@ class ApiClient:
             "GET", self.endpoints.status_url, f"/jobs/{job_id}/checkpoints", params=params
         )
 
+    def samples(self, job_id: str) -> Any:
+        return self._request("GET", self.endpoints.status_url, f"/jobs/{job_id}/samples")
+
     def download_link(
         self,
         job_id: str,
