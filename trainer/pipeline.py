@@ -290,7 +290,7 @@ def _samples_context(
 def for_followers(run: TrainingRun) -> TrainingRun:
     """What the other processes train with: the run without the job's callbacks, tracking
     and event reporter, which are the main process's alone."""
-    return dataclasses.replace(run, callbacks=[], report_to=[], warn=ignore)
+    return dataclasses.replace(run, callbacks=[], report_to=[], warn=ignore, note=ignore)
 
 
 def ignore(text: str) -> None:
