@@ -10,9 +10,11 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow bench test-reliability clean
+.PHONY: install chromium run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow bench test-reliability clean
 
 install: $(VENV)/.installed
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
+	@$(PY) -m tuning.dashboard.assets fetch >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHONPATH=. $(PYTHON) -m tuning.local.emulators check || { \
@@ -22,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[trainer,cli,dev]'
 	@touch $@
+
+# Debian's chromium, which the dashboard's browser tests drive through Playwright (no browser
+# download of Playwright's own); `make install` runs this when `chromium` is not on PATH.
+chromium:
+	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null
 
 # The whole system locally: a demo job on a tiny Gemma, followed to completion.
 run: install

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from tuning.cli import commands, data_commands, sample_commands
+    from tuning.dashboard import cli as dashboard_cli
 
     parser = argparse.ArgumentParser(
         prog="tuning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     sample_commands.register(sub)
     data_commands.register(sub)
+    dashboard_cli.register(sub)
     return parser
 
 
