@@ -10,11 +10,15 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install chromium run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow bench test-reliability clean
+.PHONY: install browser chromium run up down test test-unit test-emulator test-terraform lint format openapi tf-check package deploy llama-cpp test-slow bench test-reliability clean
 
 install: $(VENV)/.installed
-	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
 	@$(PY) -m tuning.dashboard.assets fetch >/dev/null
+
+# The browser the dashboard's e2e tests drive: only `make test` needs it, so `make run` works
+# without root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHONPATH=. $(PYTHON) -m tuning.local.emulators check || { \
@@ -26,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # Debian's chromium, which the dashboard's browser tests drive through Playwright (no browser
-# download of Playwright's own); `make install` runs this when `chromium` is not on PATH.
+# download of Playwright's own); `make test` runs this when `chromium` is not on PATH.
 chromium:
 	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
 	  $$sudo apt-get update -qq && \
@@ -46,7 +50,7 @@ down:
 
 # The whole suite but the opt-in tiers (real models, reliability); GPU tests show as skipped
 # on a machine without CUDA. Emulators start themselves.
-test: install
+test: install browser
 	$(PY) -m pytest -m "not slow and not reliability" $(PYTEST_ARGS)
 
 test-unit: install
