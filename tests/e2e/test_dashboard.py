@@ -126,8 +126,10 @@ def events(local_stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
 def test_the_list_shows_a_job_whose_page_charts_every_progress_point_as_it_trains(
     local_stack: LocalStack, page: Page, dashboard: Dashboard
 ) -> None:
-    # Enough steps that the page's 1.5 s polls see the chart grow while the job trains.
-    job_id = local_stack.submit(quick_request(local_stack, max_steps=24), "dashboard-live")
+    # Enough steps that the page's 1.5 s polls see the chart grow while the job trains: on an
+    # idle machine the tiny model takes about 0.15 s a step, so 24 steps were over between
+    # two polls (seen on a quiet run); 100 steps train for 10 s or more.
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=100), "dashboard-live")
 
     row = page.locator(f'tr[data-job-id="{job_id}"]')
     row.wait_for(timeout=30_000)
