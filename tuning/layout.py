@@ -23,6 +23,9 @@ CHECKPOINTS = "checkpoints"
 EVALUATIONS = "evaluations"  # sample answers of the base and the tuned model (tuning/samples.py)
 SAMPLES_FILE = "samples.jsonl"
 BASE_ANSWERS_FILE = "base-answers.jsonl"  # Full fine-tuning: the base's, made before training
+# The top folders of the models bucket that hold jobs' outputs (`StorageLayout.job_prefixes`):
+# never a base model, whatever an operator allows (tuning/tenancy.py).
+JOB_OUTPUTS = (ADAPTERS, MERGED, GGUF, CHECKPOINTS, EVALUATIONS)
 
 
 GCS_SCHEME = "gs://"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tuning.errors import InvalidRequestError, NotFoundError
-from tuning.layout import ADAPTERS, CHECKPOINTS, CONFIGS, GCS_SCHEME, GGUF, MERGED
+from tuning.layout import CONFIGS, GCS_SCHEME, JOB_OUTPUTS
 
 if TYPE_CHECKING:
     from tuning.gcp.secrets import SecretStore
@@ -110,8 +110,7 @@ class BaseModelLocations:
         models, configs = settings.models_bucket, settings.config_bucket
         allowed = [GcsLocation(models, (BASE_MODELS,))]
         allowed += [parse_location(value) for value in settings.allowed_base_model_locations]
-        outputs = (ADAPTERS, MERGED, GGUF, CHECKPOINTS)
-        refused = [GcsLocation(models, (prefix,)) for prefix in outputs]
+        refused = [GcsLocation(models, (prefix,)) for prefix in JOB_OUTPUTS]
         refused.append(GcsLocation(configs, (CONFIGS,)))
         refused.append(GcsLocation(models, (BASE_MODELS, HUB_STAGING)))
         return cls(allowed=tuple(dict.fromkeys(allowed)), refused=tuple(refused))

@@ -239,6 +239,7 @@ def test_each_route_goes_to_its_function_with_a_token_for_that_function(
 
 def test_a_bad_job_id_or_parameter_is_not_forwarded(client: Client, session: FakeSession) -> None:
     assert api(logged_in(client), "GET", "/api/jobs/.hidden").status_code == 404
+    assert api(client, "GET", "/api/jobs/job-1%0A").status_code == 404  # a trailing newline
     assert api(client, "GET", "/api/jobs?limit=ten").status_code == 400
     assert api(client, "GET", "/api/jobs?status=everything").status_code == 400
     assert api(client, "GET", "/api/jobs/job-1/logs").status_code == 404  # no such route

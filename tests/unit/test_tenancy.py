@@ -89,6 +89,7 @@ def test_anything_else_is_refused_naming_the_field_and_the_way_in(model: str) ->
         "gs://models-bucket/merged_models/victim-job/",
         "gs://models-bucket/gguf_models/victim-job/",
         "gs://models-bucket/checkpoints/victim-job/checkpoint-4/",
+        "gs://models-bucket/evaluations/victim-job/",  # its samples (review finding F6)
         "gs://models-bucket/merged_models/",
         "gs://cfg-bucket/configs/",
         "gs://cfg-bucket/configs/victim-job.json/",
@@ -149,6 +150,7 @@ def test_locations_know_the_deployment_buckets() -> None:
         "gs://models-bucket/merged_models/",
         "gs://models-bucket/gguf_models/",
         "gs://models-bucket/checkpoints/",
+        "gs://models-bucket/evaluations/",
         "gs://cfg-bucket/configs/",
         "gs://models-bucket/base_models/hub/",
     ]
@@ -298,3 +300,10 @@ def test_the_mark_names_owners_exactly(value: str, owner: str | None, allowed: b
 
 def test_other_annotations_are_no_mark() -> None:
     assert not may_use({"owner": "alice@example.com", "usable-by": "*"}, "alice@example.com")
+
+
+def test_every_folder_a_job_writes_is_refused_as_a_base_model() -> None:
+    """A prefix added to a job's outputs is refused without being listed anywhere else."""
+    layout = settings("gs://models-bucket/").layout
+    for prefix in layout.job_prefixes("victim-job"):
+        assert refusal(prefix, "gs://models-bucket/").field == BASE_MODEL_FIELD, prefix

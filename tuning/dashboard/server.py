@@ -287,7 +287,7 @@ class Dashboard:
         return response
 
     def page(self, name: str, job_id: str | None) -> Response:
-        if job_id is not None and not JOB_ID.match(job_id):
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
             return refusal(404, "not_found", "no such job")
         titles = {"list": "Jobs", "job": job_id or "", "compare": "Compare", "submit": "Submit"}
         text = PAGE.format(
@@ -316,7 +316,7 @@ class Dashboard:
 
     def proxy(self, name: str, request: Request, job_id: str | None) -> Response:
         route = ROUTES[name]
-        if job_id is not None and not JOB_ID.match(job_id):
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
             return refusal(404, "not_found", "no such job")
         params: dict[str, Any] = {}
         for key, kind in dict(route.params).items():
