@@ -141,7 +141,9 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
         claimed_at = None  # the claim that started the execution now handing off
     if job.dispatch_claim and claimed_at and attempt.now - claimed_at < attempt.claim_timeout:
         return Decision(Claim(ClaimOutcome.IN_PROGRESS, job))
-    if continuing and attempt.max_executions and job.executions >= attempt.max_executions:
+    # Every claim counts, not only continuations: a job paused and resumed after its last
+    # allowed execution is queued as new, and would otherwise train on without bound.
+    if attempt.max_executions and job.executions >= attempt.max_executions:
         return Decision(Claim(ClaimOutcome.EXHAUSTED, job))
     kept = slots.without(attempt.finished).without_released(attempt.released)
     pruned = None if kept == slots else kept

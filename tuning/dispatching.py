@@ -310,9 +310,10 @@ TOO_LONG = "job_too_long"
 def refuse_another_execution(
     job: JobRecord, settings: LauncherSettings, services: Services
 ) -> DispatchResult:
-    """Fail a job that handed off from its last allowed execution (a user error: it asked
-    for more training than the deployment gives one job)."""
-    step = job.handoff.checkpoint_step if job.handoff else None
+    """Fail a job that handed off (or was paused and resumed) after its last allowed
+    execution (a user error: it asked for more training than the deployment gives one job)."""
+    ended = job.handoff or job.last_attempt_end  # a handoff, or the pause before a resume
+    step = ended.checkpoint_step if ended else None
     total = job.progress.total_steps if job.progress else None
     message = (
         f"the job trained in {job.executions} executions of at most "

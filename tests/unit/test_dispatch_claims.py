@@ -200,6 +200,19 @@ def test_a_job_past_its_last_execution_is_not_continued():
     assert not decision.writes
 
 
+def test_a_job_resumed_after_its_last_execution_is_not_started_again():
+    """Review finding F4: a pause and a resume must not lift TRAINER_MAX_EXECUTIONS."""
+    at_bound = ClaimAttempt(**{**vars(attempt()), "max_executions": 1})
+    resumed = job(status=JobStatus.QUEUED, executions=1)  # resume cleared its execution
+
+    decision = decide_claim(at_bound, resumed, held({}))
+
+    assert decision.claim.outcome is ClaimOutcome.EXHAUSTED
+    assert not decision.writes
+    fresh = decide_claim(at_bound, job(status=JobStatus.QUEUED), held({}))
+    assert fresh.claim.outcome is ClaimOutcome.CLAIMED
+
+
 def test_a_running_job_without_a_handoff_is_not_dispatched_again():
     running = handed_off(handoff=None)
 
