@@ -31,9 +31,9 @@ REBOUND_HOST = "rebound.test"  # the browser resolves it to 127.0.0.1, as a rebi
 class Dashboard:
     def __init__(self, login_url: str) -> None:
         self.login_url = login_url
-        self.base_url = login_url.split("/login", 1)[0]
+        self.base_url = login_url.split("/#token=", 1)[0]
         self.port = int(self.base_url.rsplit(":", 1)[1])
-        self.token = login_url.split("token=", 1)[1]
+        self.token = login_url.split("#token=", 1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def dashboard(local_stack: LocalStack) -> Iterator[Dashboard]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
-        assert line.startswith("http://127.0.0.1:") and "/login?token=" in line, (
+        assert line.startswith("http://127.0.0.1:") and "/#token=" in line, (
             line,
             process.stderr.read() if process.poll() is not None and process.stderr else "",
         )
@@ -186,7 +186,7 @@ window.attempts = Promise.allSettled([
 @pytest.fixture
 def attacker_site() -> Iterator[Callable[[str], str]]:
     """Another web page on this machine (127.0.0.1, another port: same-site with the dashboard,
-    so the browser sends the dashboard's cookie along)."""
+    which is why the dashboard sets no cookie such a page's requests would carry)."""
     pages: dict[str, str] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -225,12 +225,12 @@ def test_another_page_cannot_cancel_but_the_cancel_button_does(
     job_id = local_stack.submit(quick_request(local_stack, max_steps=400), "dashboard-cancel")
     local_stack.wait_for(job_id, lambda job: (job.get("progress") or {}).get("step", 0) >= 2)
 
-    # Another site open in the same browser tries to drive the proxy with the user's cookie.
+    # Another site open in the same browser tries to drive the proxy.
     attacker = page.context.new_page()
     attacker.goto(attacker_site(ATTACKER_PAGE % {"base": dashboard.base_url, "job": job_id}))
     outcomes = attacker.evaluate("() => window.attempts")
     attacker.close()
-    # The no-cors POST goes out with the cookie and is refused (its Origin, no token; the
+    # The no-cors POST goes out and is refused (its Origin, no token; the
     # browser then withholds even the opaque answer: same-origin resource policy); the others
     # fail in the browser (a refused preflight; an answer with no CORS grant).
     assert outcomes[1:] == ["rejected", "rejected"], outcomes
@@ -283,13 +283,17 @@ def test_the_proxy_refuses_requests_without_its_token_or_from_another_origin(
 
     assert requests.get(api, timeout=10).status_code == 403
     assert requests.get(api, cookies=cookie, timeout=10).status_code == 403  # no header
-    assert requests.get(api, headers=own, timeout=10).status_code == 403  # no cookie
     foreign = {**own, "Origin": "http://evil.example"}
-    assert requests.get(api, headers=foreign, cookies=cookie, timeout=10).status_code == 403
-    answer = requests.get(api, headers=own, cookies=cookie, timeout=10)
+    assert requests.get(api, headers=foreign, timeout=10).status_code == 403
+    answer = requests.get(api, headers=own, timeout=10)
     assert answer.status_code == 200 and "jobs" in answer.json()
     assert "Bearer" not in answer.text
+    # The browser was handed the token in the fragment, kept it, and set no cookie.
+    assert page.context.cookies() == []
+    assert page.evaluate("() => sessionStorage.getItem('tuning-dashboard-token')") == (
+        dashboard.token
+    )
 
-    # A DNS-rebinding page: the same server under another name, with the user's cookie.
+    # A DNS-rebinding page: the same server under another name.
     rebound = page.goto(f"http://{REBOUND_HOST}:{dashboard.port}/")
     assert rebound is not None and rebound.status == 403

@@ -72,11 +72,6 @@ def client(issuer: LocalIssuer, session: FakeSession, tmp_path: Path) -> Client:
     return Client(app)
 
 
-def logged_in(client: Client) -> Client:
-    client.set_cookie(f"tuning_dashboard_{PORT}", TOKEN, domain="127.0.0.1")
-    return client
-
-
 def api(
     client: Client, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
 ) -> TestResponse:
@@ -88,32 +83,13 @@ def api(
     return client.open(path, method=method, headers={k: v for k, v in sent.items() if v}, **kwargs)
 
 
-def test_the_login_url_sets_a_strict_http_only_cookie_and_redirects(client: Client) -> None:
-    response = client.get(f"/login?token={TOKEN}", headers={"Host": f"127.0.0.1:{PORT}"})
-
-    assert response.status_code == 303 and response.headers["Location"] == "/"
-    cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith(f"tuning_dashboard_{PORT}={TOKEN};")
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-
-
-def test_a_wrong_login_token_sets_nothing(client: Client) -> None:
-    response = client.get("/login?token=guess", headers={"Host": f"127.0.0.1:{PORT}"})
-
-    assert response.status_code == 403
-    assert "Set-Cookie" not in response.headers
-
-
-def test_pages_need_the_session_and_carry_the_page_token_and_a_strict_policy(
-    client: Client,
-) -> None:
-    assert client.get("/", headers={"Host": f"127.0.0.1:{PORT}"}).status_code == 403
-
-    page = logged_in(client).get("/jobs/job-1", headers={"Host": f"127.0.0.1:{PORT}"})
+def test_pages_carry_no_secret_set_no_cookie_and_have_a_strict_policy(client: Client) -> None:
+    page = client.get("/jobs/job-1", headers={"Host": f"127.0.0.1:{PORT}"})
 
     assert page.status_code == 200
     text = page.get_data(as_text=True)
-    assert f'<meta name="dashboard-token" content="{TOKEN}">' in text
+    assert TOKEN not in text  # the token lives in the URL fragment and sessionStorage only
+    assert "Set-Cookie" not in page.headers
     assert 'data-job-id="job-1"' in text
     policy = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
@@ -126,7 +102,7 @@ def test_another_host_name_is_refused_even_with_the_session(
 ) -> None:
     # A DNS-rebinding page reaches 127.0.0.1 under its own name, and sends that as Host.
     for path in ("/", "/api/jobs"):
-        response = api(logged_in(client), "GET", path, headers={"Host": host})
+        response = api(client, "GET", path, headers={"Host": host})
         assert response.status_code == 403, path
         assert response.json["error"]["code"] == "wrong_host"
     assert session.sent == []
@@ -135,11 +111,13 @@ def test_another_host_name_is_refused_even_with_the_session(
 def test_the_proxy_refuses_a_request_without_the_dashboard_token(
     client: Client, session: FakeSession
 ) -> None:
-    assert api(client, "GET", "/api/jobs").status_code == 403  # no cookie
-    missing = api(logged_in(client), "GET", "/api/jobs", headers={TOKEN_HEADER: ""})
+    missing = api(client, "GET", "/api/jobs", headers={TOKEN_HEADER: ""})
     wrong = api(client, "GET", "/api/jobs", headers={TOKEN_HEADER: "guess"})
+    # A cookie reaches every port of 127.0.0.1, so a cookie, even with the token, is nothing.
+    client.set_cookie(f"tuning_dashboard_{PORT}", TOKEN, domain="127.0.0.1")
+    cookie_only = api(client, "GET", "/api/jobs", headers={TOKEN_HEADER: ""})
 
-    assert missing.status_code == wrong.status_code == 403
+    assert missing.status_code == wrong.status_code == cookie_only.status_code == 403
     assert missing.json["error"]["code"] == "no_token"
     assert session.sent == []
 
@@ -152,7 +130,7 @@ def test_the_proxy_refuses_a_foreign_origin(
     client: Client, session: FakeSession, method: str, path: str
 ) -> None:
     for origin in ("http://evil.example", f"http://127.0.0.1:{PORT + 1}", "null"):
-        response = api(logged_in(client), method, path, headers={"Origin": origin})
+        response = api(client, method, path, headers={"Origin": origin})
         assert response.status_code == 403
         assert response.json["error"]["code"] == "foreign_origin"
         assert "Access-Control-Allow-Origin" not in response.headers
@@ -162,7 +140,7 @@ def test_the_proxy_refuses_a_foreign_origin(
 def test_a_state_change_needs_an_origin_and_a_same_origin_fetch(
     client: Client, session: FakeSession
 ) -> None:
-    no_origin = api(logged_in(client), "POST", "/api/jobs/job-1/cancel", headers={"Origin": ""})
+    no_origin = api(client, "POST", "/api/jobs/job-1/cancel", headers={"Origin": ""})
     cross_site = api(
         client, "POST", "/api/jobs/job-1/cancel", headers={"Sec-Fetch-Site": "cross-site"}
     )
@@ -176,7 +154,7 @@ def test_a_state_change_needs_an_origin_and_a_same_origin_fetch(
 
 def test_a_cors_preflight_is_never_granted(client: Client, session: FakeSession) -> None:
     response = api(
-        logged_in(client),
+        client,
         "OPTIONS",
         "/api/jobs/job-1/cancel",
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
@@ -192,9 +170,7 @@ def test_a_read_is_forwarded_to_the_status_function_with_the_callers_id_token(
 ) -> None:
     session.answers[("GET", "/jobs/job-1/events")] = (200, {"events": [], "next_page_token": None})
 
-    response = api(
-        logged_in(client), "GET", "/api/jobs/job-1/events?limit=5&page_token=abc&secret=x"
-    )
+    response = api(client, "GET", "/api/jobs/job-1/events?limit=5&page_token=abc&secret=x")
 
     assert response.status_code == 200
     assert response.json == {"events": [], "next_page_token": None}
@@ -228,7 +204,7 @@ def test_each_route_goes_to_its_function_with_a_token_for_that_function(
     path: str,
     upstream: tuple[str, str],
 ) -> None:
-    response = api(logged_in(client), method, path)
+    response = api(client, method, path)
 
     assert response.status_code == 200
     [sent] = session.sent
@@ -238,7 +214,7 @@ def test_each_route_goes_to_its_function_with_a_token_for_that_function(
 
 
 def test_a_bad_job_id_or_parameter_is_not_forwarded(client: Client, session: FakeSession) -> None:
-    assert api(logged_in(client), "GET", "/api/jobs/.hidden").status_code == 404
+    assert api(client, "GET", "/api/jobs/.hidden").status_code == 404
     assert api(client, "GET", "/api/jobs/job-1%0A").status_code == 404  # a trailing newline
     assert api(client, "GET", "/api/jobs?limit=ten").status_code == 400
     assert api(client, "GET", "/api/jobs?status=everything").status_code == 400
@@ -252,7 +228,7 @@ def test_the_apis_error_is_passed_on_and_an_unreachable_api_is_502(
     missing = {"error": {"code": "not_found", "message": "no job job-9"}}
     session.answers[("GET", "/jobs/job-9")] = (404, missing)
 
-    response = api(logged_in(client), "GET", "/api/jobs/job-9")
+    response = api(client, "GET", "/api/jobs/job-9")
 
     assert response.status_code == 404 and response.json == missing
     session.fail = requests.ConnectionError("refused")
@@ -266,7 +242,7 @@ def test_the_list_carries_each_jobs_record(client: Client, session: FakeSession)
     record = {**summary, "method": "LoRA", "progress": {"step": 3}, "owner": "bob@example.com"}
     session.answers[("GET", "/jobs/job-1")] = (200, record)
 
-    response = api(logged_in(client), "GET", "/api/jobs?status=training&limit=20")
+    response = api(client, "GET", "/api/jobs?status=training&limit=20")
 
     assert response.json == {"jobs": [{**summary, "detail": record}], "next_page_token": "n"}
     assert session.sent[0]["params"] == {"status": "training", "limit": 20}
@@ -286,9 +262,7 @@ def test_a_submitted_yaml_job_is_forwarded_as_json_with_its_idempotency_key(
 ) -> None:
     session.answers[("POST", "/train")] = (202, {"job_id": "job-2", "status": "queued"})
 
-    response = api(
-        logged_in(client), "POST", "/api/train", json={"text": JOB_YAML, "idempotency_key": "k1"}
-    )
+    response = api(client, "POST", "/api/train", json={"text": JOB_YAML, "idempotency_key": "k1"})
 
     assert response.status_code == 200 and response.json["job_id"] == "job-2"
     [sent] = session.sent
@@ -305,7 +279,7 @@ def test_a_field_the_api_refuses_comes_back_with_its_line(
     refused = {"error": {"code": "invalid_argument", "message": "unknown field", "field": field}}
     session.answers[("POST", "/train")] = (422, refused)
 
-    response = api(logged_in(client), "POST", "/api/train", json={"text": JOB_YAML})
+    response = api(client, "POST", "/api/train", json={"text": JOB_YAML})
 
     assert response.status_code == 422
     assert response.json["error"] == {**refused["error"], "line": 5}
@@ -322,7 +296,7 @@ def test_a_field_the_api_refuses_comes_back_with_its_line(
 def test_a_job_that_does_not_parse_is_refused_here_with_where(
     client: Client, session: FakeSession, text: str, line: int | None, column: int | None
 ) -> None:
-    response = api(logged_in(client), "POST", "/api/train", json={"text": text})
+    response = api(client, "POST", "/api/train", json={"text": text})
 
     assert response.status_code == 400
     error = response.json["error"]
@@ -333,7 +307,7 @@ def test_a_job_that_does_not_parse_is_refused_here_with_where(
 
 def test_static_files_and_the_chart_library_are_served(client: Client, tmp_path: Path) -> None:
     host = {"Host": f"127.0.0.1:{PORT}"}
-    assert logged_in(client).get("/static/app.js", headers=host).status_code == 200
+    assert client.get("/static/app.js", headers=host).status_code == 200
     missing = client.get("/static/uPlot.iife.min.js", headers=host)
     assert missing.status_code == 500 and "make install" in missing.json["error"]["message"]
     assert client.get("/static/../server.py", headers=host).status_code in {403, 404}

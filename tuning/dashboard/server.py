@@ -11,16 +11,17 @@ web page the user opens can make the browser send requests to 127.0.0.1:
 
 - **Host** must be 127.0.0.1:PORT or localhost:PORT, on every route: a DNS-rebinding page
   (evil.example resolved to 127.0.0.1) sends `Host: evil.example` and is refused.
-- **A per-run secret.** `tuning dashboard` makes a random token and prints
-  `http://127.0.0.1:PORT/login?token=...`; that URL sets it as a cookie (HttpOnly,
-  SameSite=Strict, named after the port) and redirects. Every other route needs the cookie.
-- **The proxy routes** (`/api/...`) also need the token in an `X-Dashboard-Token` header (the
-  page reads it from its own markup, which another origin cannot read). A custom header makes
-  a cross-origin `fetch` send a CORS preflight, which is refused (no CORS headers are ever
-  sent), and a plain form or `<img>` cannot set one. `Origin`, when sent, and always on
-  POST/DELETE, must be this server's own; `Sec-Fetch-Site`, when sent, must be `same-origin`.
-  (Cookies do not separate ports: a page on 127.0.0.1:OTHER is same-site and gets the cookie
-  sent along, which is why the header, Origin and Sec-Fetch-Site checks are there too.)
+- **A per-run secret, never in a cookie.** `tuning dashboard` makes a random token and prints
+  `http://127.0.0.1:PORT/#token=...`. The fragment is never sent to a server; the page's
+  script keeps the token in `sessionStorage` (this origin's, port included) and sends it only
+  in an `X-Dashboard-Token` header on the proxy routes. A cookie would not do: browsers do
+  not keep cookies apart by port, so it would reach any other service on 127.0.0.1 the
+  browser visits, which could replay it (review finding). Pages and static files carry no
+  secret and need none.
+- **The proxy routes** (`/api/...`) need that header. A custom header makes a cross-origin
+  `fetch` send a CORS preflight, which is refused (no CORS headers are ever sent), and a
+  plain form or `<img>` cannot set one. `Origin`, when sent, and always on POST/DELETE, must
+  be this server's own; `Sec-Fetch-Site`, when sent, must be `same-origin`.
 - Pages are not to be framed (`frame-ancestors 'none'`), scripts come from this server only
   (CSP), and no referrer leaves it.
 """
@@ -124,7 +125,6 @@ ROUTES: dict[str, Route] = {
 
 URLS = Map(
     [
-        Rule("/login", endpoint="login", methods=["GET"]),
         Rule("/", endpoint="page:list", methods=["GET"]),
         Rule("/jobs/<job_id>", endpoint="page:job", methods=["GET"]),
         Rule("/compare", endpoint="page:compare", methods=["GET"]),
@@ -163,10 +163,6 @@ class Guard:
         self.token = token
         self.port = port
 
-    @property
-    def cookie_name(self) -> str:
-        return f"tuning_dashboard_{self.port}"
-
     def allowed_hosts(self) -> set[str]:
         return {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
 
@@ -183,15 +179,6 @@ class Guard:
             )
         return None
 
-    def check_session(self, request: Request) -> Response | None:
-        if not self.matches(request.cookies.get(self.cookie_name)):
-            return refusal(
-                403,
-                "no_session",
-                "open the URL `tuning dashboard` printed (it carries this run's token)",
-            )
-        return None
-
     def check_api(self, request: Request) -> Response | None:
         fetch_site = request.headers.get("Sec-Fetch-Site")
         if fetch_site is not None and fetch_site != "same-origin":
@@ -202,7 +189,12 @@ class Guard:
         if origin is None and request.method not in {"GET", "HEAD"}:
             return refusal(403, "no_origin", f"a {request.method} needs this page's Origin")
         if not self.matches(request.headers.get(TOKEN_HEADER)):
-            return refusal(403, "no_token", f"the {TOKEN_HEADER} header is missing or wrong")
+            return refusal(
+                403,
+                "no_token",
+                f"the {TOKEN_HEADER} header is missing or wrong: open the URL `tuning "
+                "dashboard` printed (it carries this run's token)",
+            )
         return None
 
 
@@ -251,16 +243,7 @@ class Dashboard:
         try:
             endpoint, values = adapter.match()
         except HTTPException as error:
-            # An unknown route or method says so only to a caller with the session.
-            refused = self.guard.check_session(request)
-            if refused is not None:
-                return refused
             return refusal(error.code or 404, "not_found", error.description or "no such page")
-        if endpoint == "login":
-            return self.login(request)
-        refused = self.guard.check_session(request)
-        if refused is not None:
-            return refused
         kind, _, name = str(endpoint).partition(":")
         if kind == "page":
             return self.page(name, values.get("job_id"))
@@ -273,19 +256,6 @@ class Dashboard:
             return self.submit(request)
         return self.proxy(name, request, values.get("job_id"))
 
-    def login(self, request: Request) -> Response:
-        if not self.guard.matches(request.args.get("token")):
-            return refusal(403, "bad_token", "that is not this run's token")
-        response = Response(status=303, headers={"Location": "/"})
-        response.set_cookie(
-            self.guard.cookie_name,
-            self.guard.token,
-            httponly=True,
-            samesite="Strict",
-            path="/",
-        )
-        return response
-
     def page(self, name: str, job_id: str | None) -> Response:
         if job_id is not None and not JOB_ID.fullmatch(job_id):
             return refusal(404, "not_found", "no such job")
@@ -294,7 +264,6 @@ class Dashboard:
             title=html.escape(titles[name]),
             page=html.escape(name),
             job_id=html.escape(job_id or ""),
-            token=html.escape(self.guard.token),
             statuses=html.escape(",".join(STATUSES)),
         )
         response = Response(text, mimetype="text/html")
@@ -407,7 +376,6 @@ PAGE = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="dashboard-token" content="{token}">
 <title>{title} - tuning dashboard</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/uPlot.min.css">
@@ -444,7 +412,8 @@ class Running:
 
     @property
     def login_url(self) -> str:
-        return f"{self.base_url}/login?token={self.app.guard.token}"
+        """The page with this run's token in the fragment, which no request carries."""
+        return f"{self.base_url}/#token={self.app.guard.token}"
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -1,11 +1,20 @@
 // The dashboard's pages: the job list, a job, the comparison of loss curves, the submit form.
 // Every call goes to this server's /api/..., which forwards it with the user's ID token; the
-// page holds only the dashboard's own per-run token (sent as a header the proxy checks).
+// page holds only the dashboard's own per-run token (sent as a header the proxy checks, never
+// as a cookie).
 // Charts are uPlot's; nothing here draws one by hand.
 "use strict";
 
 (() => {
-  const TOKEN = document.querySelector('meta[name="dashboard-token"]').content;
+  // The run's token arrives in the URL's fragment (never sent to a server) and stays in this
+  // origin's sessionStorage: no cookie, which other services on 127.0.0.1 would be sent.
+  const TOKEN_KEY = "tuning-dashboard-token";
+  const handed = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (handed) {
+    sessionStorage.setItem(TOKEN_KEY, handed);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const TOKEN = sessionStorage.getItem(TOKEN_KEY);
   const PAGE = document.body.dataset.page;
   const JOB_ID = document.body.dataset.jobId;
   const STATUSES = document.body.dataset.statuses.split(",");
@@ -30,7 +39,7 @@
   }
 
   async function api(method, path, payload) {
-    const init = { method, headers: { "X-Dashboard-Token": TOKEN }, credentials: "same-origin" };
+    const init = { method, headers: { "X-Dashboard-Token": TOKEN }, credentials: "omit" };
     if (payload !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(payload);
@@ -726,7 +735,10 @@
   }
 
   const pages = { list: listPage, job: jobPage, compare: comparePage, submit: submitPage };
-  if (typeof uPlot === "undefined") {
+  if (!TOKEN) {
+    replace(main, el("p", { class: "error" },
+      "Open the URL `tuning dashboard` printed: it carries this run's token."));
+  } else if (typeof uPlot === "undefined") {
     replace(main, el("p", { class: "error" }, "The chart library did not load."));
   } else {
     pages[PAGE]();
