@@ -74,8 +74,16 @@ class StagedModel:
 
 
 def staging_prefix(models_bucket: str, repo_id: str) -> str:
-    """gs://<models>/base_models/hub/<repo_id>/: every staged commit of one repo."""
-    return gcs_uri(models_bucket, f"{BASE_MODELS}/{HUB_STAGING}/{repo_id}/")
+    """gs://<models>/base_models/hub/<owner>/<name>/: every staged commit of one repo.
+
+    A repo id without an owner (`gpt2`) goes under `_/`, which no Hub account can be named:
+    as `hub/gpt2/` its prefix, and the job's storage rule, would cover the staged copies of
+    every repo of an account `gpt2` (review finding)."""
+    owner, _, name = repo_id.rpartition("/")
+    return gcs_uri(models_bucket, f"{BASE_MODELS}/{HUB_STAGING}/{owner or BARE_OWNER}/{name}/")
+
+
+BARE_OWNER = "_"  # not a Hub account name (they start with a letter or digit)
 
 
 def staging_root(models_bucket: str, repo_id: str, sha: str) -> str:
