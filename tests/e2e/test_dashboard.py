@@ -216,7 +216,8 @@ def test_a_running_jobs_chart_grows_while_it_trains(
 ) -> None:
     """A job long enough never to end while watched (then cancelled): whether a short job's
     training outlasts two of the page's 1.5 s polls depends on the machine's speed."""
-    job_id = local_stack.submit(quick_request(local_stack, max_steps=400), "dashboard-growing")
+    # 2,000 steps: on an idle machine the tiny model trains 100 steps before a page loads.
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=2000), "dashboard-growing")
     local_stack.wait_for(job_id, lambda job: (job.get("progress") or {}).get("step", 0) >= 1)
 
     page.goto(f"{dashboard.base_url}/jobs/{job_id}")
@@ -235,7 +236,7 @@ def test_another_page_cannot_cancel_but_the_cancel_button_does(
     dashboard: Dashboard,
     attacker_site: Callable[[str], str],
 ) -> None:
-    job_id = local_stack.submit(quick_request(local_stack, max_steps=400), "dashboard-cancel")
+    job_id = local_stack.submit(quick_request(local_stack, max_steps=2000), "dashboard-cancel")
     local_stack.wait_for(job_id, lambda job: (job.get("progress") or {}).get("step", 0) >= 2)
 
     # Another site open in the same browser tries to drive the proxy.

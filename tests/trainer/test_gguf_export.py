@@ -110,7 +110,9 @@ def test_a_model_llama_cpp_would_misread_is_refused_before_training(
     assert code == 0 and events[-1].type is EventType.FAILED
     assert EventType.TRAINING not in [e.type for e in events]
     error = events[-1].payload.error
-    assert error.type is ErrorType.SYSTEM and "layer_types" in error.message
+    # The request is the caller's to change (issue 19): a user error that names the fix.
+    assert error.type is ErrorType.USER and error.code == "gguf_incompatible_model"
+    assert "layer_types" in error.message and "include_gguf to false" in error.message
 
 
 def test_a_hub_destination_gets_the_gguf_files_beside_the_weights(
