@@ -82,7 +82,8 @@ OPERATIONS: tuple[Operation, ...] = (
             202: (SubmitResponse, "The job is queued."),
             200: (SubmitResponse, "A replay: this key already made the job; nothing new."),
         },
-        errors=(400, 401, 409, 413, 415, 422, 503),
+        # 404: `training_config.from_job` names no job of the caller's (tuning/lineage.py).
+        errors=(400, 401, 404, 409, 413, 415, 422, 503),
         body=TrainRequest,
         headers=(IDEMPOTENCY_KEY,),
     ),
