@@ -59,11 +59,21 @@ def _parse_yaml(path: Path, text: str) -> Any:
 def field_line(path: Path, field: str) -> int | None:
     """The 1-based line of a dotted field (`training_config.hyperparameters.learning_rat`) in a
     YAML or JSON request file (JSON is YAML), or None when it is not there."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text_field_line(text, field)
+
+
+def text_field_line(text: str, field: str) -> int | None:
+    """The 1-based line of a dotted field in a request's YAML or JSON text, or of its nearest
+    parent that is there; None when not even the first part is (the dashboard uses it too)."""
     import yaml
 
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        node = yaml.compose(text)
+    except yaml.YAMLError:
         return None
     line = None
     for part in field.split("."):

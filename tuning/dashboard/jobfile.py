@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from tuning.cli.request_file import text_field_line as field_line
+
 
 @dataclass(frozen=True)
 class JobFileError(Exception):
@@ -56,23 +58,4 @@ def parse(text: str) -> dict[str, Any]:
     return data
 
 
-def field_line(text: str, field: str) -> int | None:
-    """The 1-based line of a dotted field (`training_config.hyperparameters.learning_rat`), or
-    of its nearest parent that is there; None when not even the first part is."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in field.split("."):
-        if isinstance(node, yaml.MappingNode):
-            match = next((pair for pair in node.value if pair[0].value == part), None)
-            if match is None:
-                return line
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
-            node = node.value[int(part)]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
+__all__ = ["JobFileError", "field_line", "parse"]
