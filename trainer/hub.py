@@ -98,12 +98,17 @@ def hub_errors(repo_id: str, revision: str) -> Iterator[None]:
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
     try:
         yield
+    except LocalEntryNotFoundError as error:
+        # Offline (or the Hub unreachable) and not cached: a subclass of EntryNotFoundError,
+        # so it must come first, or it would read as a repository without the file.
+        raise TransientError(f"the Hub is unreachable for {repo_id}") from error
     except GatedRepoError:
         raise UserError(
             f"base model {repo_id} is gated: accept its licence on the Hub with the account "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.errors import InsufficientSpaceError, ModelNotFoundError, UserError
 from trainer.hardware import Hardware, compute_dtype_name
-from tuning.errors import InvalidRequestError, NotFoundError, TransientError
+from tuning.errors import InvalidRequestError, NotFoundError
 from tuning.gcp.storage import GcsStore
 from tuning.spec import Hyperparameters, Method, Provider
 from tuning.tenancy import BaseModelLocations
@@ -151,31 +151,11 @@ def _download_from_hub(
     repo_id: str, directory: Path, token: str | None, patterns: list[str]
 ) -> None:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
 
-    try:
+    from trainer.hub import hub_errors
+
+    with hub_errors(repo_id, "main"):
         snapshot_download(repo_id, local_dir=directory, token=token, allow_patterns=patterns)
-    except GatedRepoError:
-        raise UserError(
-            f"base model {repo_id} is gated: accept its licence on the Hub with the account "
-            "whose hf_token the job uses"
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"base model {repo_id} not found on the Hub (or the hf_token cannot see it)"
-        ) from None
-    except LocalEntryNotFoundError as error:
-        raise TransientError(f"the Hub is unreachable for {repo_id}") from error
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        if status in (401, 403):
-            raise UserError(f"the hf_token was refused for {repo_id} (HTTP {status})") from None
-        raise TransientError(f"downloading {repo_id} failed (HTTP {status})") from error
 
 
 def model_type(model_dir: Path) -> str:
