@@ -244,11 +244,12 @@ def run_ours(
 ) -> Any:
     """The pipeline's SFT path with the attention and batching it chooses on this machine."""
     from trainer.batching import plan_batching
-    from trainer.data import DatasetSplits, RowFormat
+    from trainer.data import DatasetSplits
     from trainer.hardware import choose_attention, detect
     from trainer.modeling import load_model_config, load_tokenizer
     from trainer.recipes import TrainingRun
     from trainer.sft import train_sft
+    from tuning.dataset.rows import RowFormat
     from tuning.spec import TrainingConfig
 
     config = TrainingConfig.model_validate(

@@ -8,24 +8,12 @@ treated as transient and exits non-zero so that Cloud Run retries the task.
 from __future__ import annotations
 
 from tuning.errors import TuningError
+
+# Defined with the job's rules (tuning.failures), named here with the trainer's other errors.
+from tuning.failures import DatasetError as DatasetError
+from tuning.failures import PermanentError as PermanentError
+from tuning.failures import UserError as UserError
 from tuning.jobs import ErrorType
-
-
-class PermanentError(TuningError):
-    """Retrying the same task cannot help."""
-
-    error_type = ErrorType.USER
-    code = "invalid_job"
-
-
-class UserError(PermanentError):
-    """The job's dataset, config or model reference is wrong: the user must fix it."""
-
-
-class DatasetError(UserError):
-    """A dataset file or row does not fit the trainer; the message names split, row and field."""
-
-    code = "invalid_dataset"
 
 
 class ModelNotFoundError(UserError):

@@ -1,4 +1,4 @@
-"""GRPO with TRL's GRPOTrainer and the built-in rewards of `trainer.rewards`, without vLLM.
+"""GRPO with TRL's GRPOTrainer and the built-in rewards of `tuning.rewards`, without vLLM.
 
 Each prompt gets `num_generations` completions of at most `max_completion_length` tokens,
 sampled by the policy itself (transformers' generate on the training GPU: no vLLM server or
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.metrics import GRPO_METRICS
-from trainer.rewards import reward_functions
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import (
     checkpointing_wanted,
@@ -22,6 +21,7 @@ from trainer.training import (
     train_and_measure,
     truncate_prompt,
 )
+from tuning.rewards import reward_functions
 
 
 def grpo_config(run: TrainingRun, *, gradient_checkpointing: bool) -> Any:

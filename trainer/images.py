@@ -15,8 +15,10 @@ import io
 import logging
 from typing import TYPE_CHECKING, Any
 
-from trainer.data import DatasetSplits, RowProblem, SplitFile, describe_problems
+from trainer.data import DatasetSplits
 from trainer.errors import DatasetError
+from tuning.dataset.rows import RowProblem, describe_problems
+from tuning.dataset.splits import SplitFile
 from tuning.errors import InvalidRequestError, NotFoundError
 from tuning.gcp.access_boundary import AccessBoundaryError
 from tuning.layout import parse_gcs_uri

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from trainer.base_model import ModelsMount, obtain_base_model
 from trainer.batching import BatchingPlan, plan_batching, spread_over_processes
 from trainer.checkpoints import CheckpointStore, Retention
-from trainer.data import DatasetSplits, SplitFile, load_splits
+from trainer.data import DatasetSplits, load_splits
 from trainer.distributed import SINGLE, Cohort, check_shardable
 from trainer.errors import (
     HandedOff,
@@ -41,6 +41,7 @@ from trainer.samples import samples_for_job
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import narrow_job_storage
 from trainer.tracking import WandbTracker
+from tuning.dataset.splits import SplitFile
 from tuning.defaults import describe_hyperparameters, tracked_training_config
 from tuning.jobs import DatasetStats, Placement
 from tuning.placement import overflow_of_unestimated_job

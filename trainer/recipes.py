@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer.data import RowNormalizer, normalize_sft_row
 from trainer.errors import UnsupportedError
-from trainer.formats import normalize_preference_row, normalize_vision_row, prompt_row_normalizer
 from trainer.metrics import (
     DPO_METRICS,
     GRPO_METRICS,
@@ -22,20 +20,20 @@ from trainer.metrics import (
     MetricsPlan,
 )
 from trainer.run import TrainingOutcome, TrainingRun
+from tuning.dataset.rows import RowNormalizer
+from tuning.dataset.rules import ROW_RULES, row_rules
 from tuning.spec import Modality, TrainerType, TrainingConfig
 
 
 @dataclass(frozen=True)
 class Recipe:
     trainer_type: TrainerType
-    normalize_row: RowNormalizer  # the row rules that need no job settings (also for the CLI)
     train: Callable[[TrainingRun], TrainingOutcome]
     metrics: MetricsPlan = SFT_METRICS
-    # Row rules that depend on the job's config (GRPO: the rewards' reference column).
-    configure_rows: Callable[[TrainingConfig], RowNormalizer] | None = None
 
     def row_normalizer(self, config: TrainingConfig) -> RowNormalizer:
-        return self.configure_rows(config) if self.configure_rows else self.normalize_row
+        """The job's row rules (tuning.dataset.rules, shared with the CLI and dispatch)."""
+        return row_rules(config.trainer_type, config.modality, config.reward_config)
 
 
 def _train_sft(run: TrainingRun) -> TrainingOutcome:
@@ -62,26 +60,15 @@ def _train_grpo(run: TrainingRun) -> TrainingOutcome:
     return train_grpo(run)
 
 
-def _grpo_rows(config: TrainingConfig) -> RowNormalizer:
-    return prompt_row_normalizer(config.reward_config)
-
-
+_TRAIN = {
+    TrainerType.SFT: (_train_sft, SFT_METRICS),
+    TrainerType.DPO: (_train_dpo, DPO_METRICS),
+    TrainerType.ORPO: (_train_orpo, ORPO_METRICS),
+    TrainerType.GRPO: (_train_grpo, GRPO_METRICS),
+}
+# Every pair with row rules is a pair the trainer runs.
 RECIPES: dict[tuple[TrainerType, Modality], Recipe] = {
-    (TrainerType.SFT, Modality.TEXT): Recipe(TrainerType.SFT, normalize_sft_row, _train_sft),
-    (TrainerType.SFT, Modality.VISION): Recipe(TrainerType.SFT, normalize_vision_row, _train_sft),
-    (TrainerType.DPO, Modality.TEXT): Recipe(
-        TrainerType.DPO, normalize_preference_row, _train_dpo, DPO_METRICS
-    ),
-    (TrainerType.ORPO, Modality.TEXT): Recipe(
-        TrainerType.ORPO, normalize_preference_row, _train_orpo, ORPO_METRICS
-    ),
-    (TrainerType.GRPO, Modality.TEXT): Recipe(
-        TrainerType.GRPO,
-        prompt_row_normalizer(None),
-        _train_grpo,
-        GRPO_METRICS,
-        configure_rows=_grpo_rows,
-    ),
+    (kind, modality): Recipe(kind, *_TRAIN[kind]) for kind, modality in ROW_RULES
 }
 
 

@@ -25,8 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.data import DatasetSplits, RowFormat
-from trainer.rewards import (
+from trainer.data import DatasetSplits
+from tuning.dataset.rows import RowFormat
+from tuning.jobs import EvalScore
+from tuning.rewards import (
     ABSOLUTE_TOLERANCE,
     FULL_FORMAT,
     REFERENCE,
@@ -37,7 +39,6 @@ from trainer.rewards import (
     normalize_answer,
     parse_number,
 )
-from tuning.jobs import EvalScore
 from tuning.samples import SampleLine, SampleSource, ScorePair, shorten
 from tuning.spec import EvalConfig, RewardFunction, TrainerType, TrainingConfig
 
@@ -139,7 +140,7 @@ def distinct(prompts: Any, count: int) -> list[SamplePrompt]:
 
 
 def row_prompt(row: dict[str, Any], row_format: RowFormat, source: SampleSource) -> SamplePrompt:
-    """A normalized row (trainer.data, trainer.formats) as a prompt and its reference answer."""
+    """A normalized row (tuning.dataset) as a prompt and its reference answer."""
     reference: Any = None
     if row_format is RowFormat.MESSAGES:
         messages = row["messages"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from trainer.data import RowFormat
 from trainer.metrics import SFT_METRICS
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.training import (
@@ -24,6 +23,7 @@ from trainer.training import (
     tokenizing_arguments,
     train_and_measure,
 )
+from tuning.dataset.rows import RowFormat
 
 logger = logging.getLogger(__name__)
 

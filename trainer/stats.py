@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.data import RowFormat, RowProblem, SplitFile, describe_problems
 from trainer.errors import DatasetError
+from tuning.dataset.rows import RowFormat, RowProblem, describe_problems
+from tuning.dataset.splits import SplitFile
 from tuning.jobs import DatasetStats
 
 # The field a chat template error is reported on.

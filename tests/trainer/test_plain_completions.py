@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.trainer.test_training_defaults import config_of, run_of, with_rows
-from trainer.data import RowFormat
 from trainer.sft import sft_trainer
+from tuning.dataset.rows import RowFormat
 
 ROWS = [
     {"prompt": "What colour is the fox?", "completion": "The fox is red."},

@@ -12,11 +12,12 @@ import pytest
 from tests.trainer.test_grpo import sum_rows
 from tests.trainer.test_preference import preference_rows
 from trainer.batching import plan_batching
-from trainer.data import DatasetSplits, RowFormat
+from trainer.data import DatasetSplits
 from trainer.grpo import grpo_trainer
 from trainer.hardware import Hardware
 from trainer.preference import dpo_trainer, orpo_trainer
 from trainer.run import TrainingRun
+from tuning.dataset.rows import RowFormat
 from tuning.spec import parse_train_request
 
 ROWS = 12

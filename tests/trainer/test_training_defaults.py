@@ -12,13 +12,14 @@ import pytest
 from tests.trainer.harness import TrainerStack, to_jsonl
 from tests.trainer.test_grpo import grpo_request, run, sum_rows
 from trainer.batching import plan_batching
-from trainer.data import DatasetSplits, RowFormat
+from trainer.data import DatasetSplits
 from trainer.grpo import grpo_config
 from trainer.hardware import Hardware
 from trainer.preference import dpo_config, orpo_config
-from trainer.rewards import reward_functions
 from trainer.run import TrainingRun
+from tuning.dataset.rows import RowFormat
 from tuning.events import CompletedEvent, MessageEvent
+from tuning.rewards import reward_functions
 from tuning.spec import EVAL_BATCH_CAP, RewardFunction, TrainingConfig, parse_train_request
 
 SMALL = {

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from trainer.batching import plan_batching
-from trainer.data import DatasetSplits, RowFormat
+from trainer.data import DatasetSplits
 from trainer.hardware import Hardware
 from trainer.run import TrainingRun
 from trainer.training import common_arguments
 from tuning.api.openapi import openapi_document
+from tuning.dataset.rows import RowFormat
 from tuning.defaults import DEFAULTED_FIELDS, describe_hyperparameters, tracked_training_config
 from tuning.errors import InvalidRequestError
 from tuning.spec import (

@@ -44,8 +44,9 @@ def test_there_is_an_example_per_trainer_type_method_and_modality() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_ROWS))
 def test_each_examples_rows_pass_its_trainers_rules(name: str) -> None:
-    from trainer.data import SplitFile, read_rows, validate_rows
     from trainer.recipes import recipe_for
+    from tuning.dataset.rows import validate_rows
+    from tuning.dataset.splits import SplitFile, read_rows
 
     folder = Path(__file__).parents[2] / "examples"
     config = parse_train_request(yaml.safe_load((folder / name).read_text())).training_config

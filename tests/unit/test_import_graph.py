@@ -67,3 +67,27 @@ def test_the_trainer_has_no_import_circle() -> None:
 def test_a_circle_is_found() -> None:
     planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(planted) == [["a", "b", "c"]]
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """Every module each module of `package` imports (top-level names, in functions too)."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        found[module_name(path)] = names
+    return found
+
+
+def test_the_shared_package_never_imports_the_trainer() -> None:
+    # The arrow points one way: the trainer builds on tuning (row rules, layout, events), and
+    # tuning (the CLI, the functions' code) never reaches up into the trainer's modules.
+    upward = {
+        module: sorted(name for name in names if name == "trainer" or name.startswith("trainer."))
+        for module, names in imports_of("tuning").items()
+    }
+    assert {module: names for module, names in upward.items() if names} == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.rewards import (
+from tuning.rewards import (
     ANSWER_ONLY,
     FULL_FORMAT,
     NEEDS_REFERENCE,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from trainer.data import DatasetSplits, RowFormat
+from trainer.data import DatasetSplits
 from trainer.samples import (
     MAX_PROMPT_TOKENS,
     Answers,
@@ -22,6 +22,7 @@ from trainer.samples import (
     score,
 )
 from tuning.cli.sample_commands import describe_samples
+from tuning.dataset.rows import RowFormat
 from tuning.samples import SampleLine, decode_lines, encode_lines
 from tuning.spec import MAX_SAMPLES, RewardFunction, TrainingConfig
 

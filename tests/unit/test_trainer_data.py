@@ -6,18 +6,9 @@ import json
 
 import pytest
 
-from trainer.data import (
-    RowError,
-    RowFormat,
-    SplitFile,
-    choose_splits,
-    holdout,
-    normalize_sft_row,
-    read_rows,
-    split_files,
-    validate_rows,
-)
 from trainer.errors import DatasetError
+from tuning.dataset.rows import RowError, RowFormat, normalize_sft_row, validate_rows
+from tuning.dataset.splits import SplitFile, choose_splits, holdout, read_rows, split_files
 
 PREFIX = "gs://data/processed_datasets/abc/"
 

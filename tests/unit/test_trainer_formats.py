@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from trainer.data import RowError, RowFormat, SplitFile, validate_rows
 from trainer.errors import DatasetError
-from trainer.formats import (
+from tuning.dataset.formats import (
     normalize_preference_row,
     normalize_prompt_row,
     normalize_vision_row,
     prompt_row_normalizer,
 )
+from tuning.dataset.rows import RowError, RowFormat, validate_rows
+from tuning.dataset.splits import SplitFile
 from tuning.spec import RewardConfig
 
 USER = {"role": "user", "content": "What colour is ember?"}

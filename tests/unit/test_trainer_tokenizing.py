@@ -26,9 +26,9 @@ def test_tokenizing_processes_follow_rows_and_cores(
 
 def test_the_sft_and_preference_configs_carry_the_process_count(tmp_path: Path) -> None:
     from tests.trainer.test_training_defaults import config_of, run_of, with_rows
-    from trainer.data import RowFormat
     from trainer.preference import dpo_config
     from trainer.sft import sft_config
+    from tuning.dataset.rows import RowFormat
 
     rows = [{"prompt": "p", "completion": "c"}] * (ROWS_PER_TOKENIZING_PROCESS * 64)
     sft = with_rows(

@@ -64,8 +64,9 @@ def check_file(
     split: str | None = None,
 ) -> dict[str, Any]:
     """Validate every row of one split file; return row and token statistics."""
-    from trainer.data import SplitFile, read_rows, validate_rows
-    from trainer.errors import DatasetError
+    from tuning.dataset.rows import validate_rows
+    from tuning.dataset.splits import SplitFile, read_rows
+    from tuning.failures import DatasetError
 
     if path.suffix not in {".jsonl", ".parquet"}:
         raise ClientError(f"{path}: a dataset split is a .jsonl or .parquet file")
@@ -76,8 +77,8 @@ def check_file(
     try:
         raw_rows = read_rows(path.read_bytes(), split_file)
         modality = modality or detect_modality(raw_rows)
-        recipe = _recipe(trainer_type, modality)
-        row_format, rows = validate_rows(raw_rows, split=split_file, normalize=recipe.normalize_row)
+        rules = _row_rules(trainer_type, modality)
+        row_format, rows = validate_rows(raw_rows, split=split_file, normalize=rules)
     except DatasetError as error:
         raise ClientError(str(error)) from None
     texts = [_row_text(row) for row in rows]
@@ -96,7 +97,7 @@ def check_file(
 
 def split_name(path: Path) -> str:
     """`eval` for eval.jsonl; a file not named after a split (my-chats.jsonl) trains."""
-    from trainer.data import EVAL_SPLIT_NAMES, TRAIN_SPLIT_NAMES
+    from tuning.dataset.splits import EVAL_SPLIT_NAMES, TRAIN_SPLIT_NAMES
 
     stem = path.stem
     return stem if stem.lower() in {*TRAIN_SPLIT_NAMES, *EVAL_SPLIT_NAMES} else "train"
@@ -118,17 +119,14 @@ def detect_modality(rows: list[Any]) -> str:
     return "text"
 
 
-def _recipe(trainer_type: str, modality: str) -> Any:
-    from trainer.recipes import RECIPES
+def _row_rules(trainer_type: str, modality: str) -> Any:
+    from tuning.dataset.rules import UnsupportedPairError, row_rules
+    from tuning.spec import Modality, TrainerType
 
-    for (kind, recipe_modality), recipe in RECIPES.items():
-        if kind.value == trainer_type and recipe_modality.value == modality:
-            return recipe
-    supported = ", ".join(f"{kind.value}/{m.value}" for kind, m in RECIPES)
-    raise ClientError(
-        f"trainer type {trainer_type!r} with modality {modality!r} is not a job the trainer "
-        f"runs (supported: {supported})"
-    )
+    try:
+        return row_rules(TrainerType(trainer_type), Modality(modality))
+    except (UnsupportedPairError, ValueError) as error:
+        raise ClientError(str(error)) from None
 
 
 def _row_text(row: Any) -> str:

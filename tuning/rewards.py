@@ -32,7 +32,7 @@ from tuning.spec import RewardFunction
 
 FULL_FORMAT = 1.0
 ANSWER_ONLY = 0.5
-# The row column the normalized GRPO rows carry the reference answer in (see trainer.formats).
+# The column normalized GRPO rows carry the reference answer in (see tuning.dataset.formats).
 REFERENCE = "reference"
 RELATIVE_TOLERANCE = 1e-6
 ABSOLUTE_TOLERANCE = 1e-9

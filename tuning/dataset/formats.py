@@ -1,8 +1,8 @@
 """Row formats of the preference (DPO/ORPO), prompt-only (GRPO) and vision (SFT) trainers.
 
-Like `trainer.data` for SFT rows: each normalizer checks one row and returns its format and the
-columns its trainer reads, or raises a RowError naming the field. Pure Python: these run before
-the model is downloaded, and in `tuning datasets validate`.
+Like `tuning.dataset.rows` for SFT rows: each normalizer checks one row and returns its format
+and the columns its trainer reads, or raises a RowError naming the field. Pure Python: these run
+in `tuning datasets validate`, in dispatch before any GPU is claimed, and in the trainer.
 
 - preference: `{"prompt", "chosen", "rejected"}`, all strings, or a prompt of messages ending
   with a user turn and `chosen`/`rejected` each one assistant message.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from trainer.data import (
+from tuning.dataset.rows import (
     RowError,
     RowFormat,
     RowNormalizer,
@@ -27,7 +27,7 @@ from trainer.data import (
     kind_of,
     parse_messages,
 )
-from trainer.rewards import NEEDS_REFERENCE, REFERENCE, parse_number
+from tuning.rewards import NEEDS_REFERENCE, REFERENCE, parse_number
 from tuning.spec import RewardConfig, RewardFunction
 
 GCS_SCHEME = "gs://"
