@@ -1,6 +1,7 @@
 """GPU slots: at most `MAX_CONCURRENT_JOBS` jobs run at once, even under concurrent dispatch,
-and at most `MAX_CONCURRENT_JOBS_PER_OWNER` of them (when set) for any one caller, so that
-one team member's batch of jobs cannot take every GPU.
+and at most `MAX_CONCURRENT_JOBS_PER_OWNER` of them (when set) for any one caller, counted
+over every tier together, so that one team member's batch of jobs cannot take every GPU (nor
+that many on each tier).
 
 One capacity document per trainer job (GPU tier), `{jobs_collection}_capacity/{trainer_job}`,
 lists the jobs holding a slot (`holders`) and whose each is (`owners`; jobs without an
@@ -10,6 +11,13 @@ the last slot. Nobody frees a slot when a job ends: the next claim drops holders
 job is gone or terminal (a terminal status never changes back, so reading it outside
 the transaction is safe). That keeps the capacity document out of the hot path of
 `on_job_event`, which would otherwise contend on it from another process.
+
+The per-owner limit spans tiers: a claim with an owner limit also reads the other tiers'
+capacity documents in its transaction (it writes only its own tier's). Firestore's
+transactions are serializable, so two claims of one owner on two tiers cannot both see
+the other tier's slots as they were: one of them is retried and counts the other's slot.
+That makes claims on different tiers contend with each other (a handful of documents, one
+per tier); without an owner limit a claim reads its own tier's document only, as before.
 
 A paused job gives its slot back the same way: the next claim drops a holder whose job
 was paused after it claimed the slot (`paused_at` later than its claim, whether it is
@@ -74,7 +82,7 @@ class ClaimAttempt:
     now: datetime
     claim_timeout: timedelta  # an older claim is taken over: its dispatcher died
     limit: int
-    finished: frozenset[str]  # holders whose job is deleted or terminal
+    finished: frozenset[str]  # holders (of any tier read) whose job is deleted or terminal
     # Holders whose job was paused after this claim time (read outside the transaction):
     # dropped only while the claim time is unchanged.
     released: Mapping[str, datetime] = field(default_factory=dict)
@@ -104,6 +112,10 @@ class Slots:
     def held_by(self, owner: str) -> int:
         return sum(1 for job in self.holders if self.owners.get(job) == owner)
 
+    def merged(self, other: Slots) -> Slots:
+        """Holders of both (other tiers' slots, for the per-owner count across tiers)."""
+        return Slots({**other.holders, **self.holders}, {**other.owners, **self.owners})
+
 
 def owner_key(job: JobRecord) -> str:
     """Whose share of the slots the job uses: its owner, or the one owner-less share."""
@@ -123,11 +135,18 @@ class Decision:
         return self.job_changes is not None or self.slots is not None
 
 
-def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> Decision:
+def decide_claim(
+    attempt: ClaimAttempt,
+    job: JobRecord | None,
+    slots: Slots,
+    elsewhere: Slots | None = None,
+) -> Decision:
     """What a claim does to the job and the slots, as a pure function of what it read.
 
-    A continuation (`is_continuation`) still holds its slot: it is claimed without waiting
-    for capacity, so that a long job is not overtaken by the queue between two executions.
+    `slots` are the job's tier's; `elsewhere` the other tiers' holders, which count towards
+    the per-owner limit (never written here). A continuation (`is_continuation`) still holds
+    its slot: it is claimed without waiting for capacity, so that a long job is not
+    overtaken by the queue between two executions.
     """
     if job is None:
         return Decision(Claim(ClaimOutcome.MISSING))
@@ -151,7 +170,7 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
         wait: tuple[ClaimOutcome, str] | None = None
         if len(kept.holders) >= attempt.limit:
             wait = ClaimOutcome.AT_CAPACITY, waiting_reason(len(kept.holders), attempt.limit)
-        elif attempt.owner_limit and kept.held_by(owner_key(job)) >= attempt.owner_limit:
+        elif attempt.owner_limit and _owner_holds(attempt, job, kept, elsewhere):
             wait = ClaimOutcome.OWNER_AT_LIMIT, owner_waiting_reason(attempt.owner_limit)
         if wait is not None:
             outcome, reason = wait
@@ -174,12 +193,27 @@ def decide_claim(attempt: ClaimAttempt, job: JobRecord | None, slots: Slots) -> 
     )
 
 
+def _owner_holds(
+    attempt: ClaimAttempt, job: JobRecord, kept: Slots, elsewhere: Slots | None
+) -> bool:
+    """Whether the job's owner holds their whole allowance, on every tier together."""
+    assert attempt.owner_limit is not None
+    everywhere = kept
+    if elsewhere is not None:
+        others = elsewhere.without(attempt.finished).without_released(attempt.released)
+        everywhere = kept.merged(others.without(frozenset({attempt.job_id})))
+    return everywhere.held_by(owner_key(job)) >= attempt.owner_limit
+
+
 def waiting_reason(in_use: int, limit: int) -> str:
     return f"waiting for a free trainer slot ({in_use} of {limit} in use)"
 
 
 def owner_waiting_reason(limit: int) -> str:
-    return f"waiting for one of the owner's running jobs to end (at most {limit} at once)"
+    return (
+        "waiting for one of the owner's running jobs to end "
+        f"(at most {limit} at once, on all GPU tiers together)"
+    )
 
 
 def _process_lock(key: str) -> threading.Lock:
@@ -199,23 +233,30 @@ class GpuSlots:
         limit: int,
         owner_limit: int | None = None,
         max_executions: int | None = None,
+        other_pools: tuple[str, ...] = (),
     ) -> None:
         self.jobs = jobs
         self.limit = limit
         self.owner_limit = owner_limit
         self.max_executions = max_executions
-        self.document = jobs.client.collection(f"{jobs.jobs.id}_capacity").document(pool)
+        capacity = jobs.client.collection(f"{jobs.jobs.id}_capacity")
+        self.document = capacity.document(pool)
+        # The other tiers' documents, read (never written) for the per-owner limit.
+        self.others = [capacity.document(other) for other in other_pools if other != pool]
         self._lock = _process_lock(self.document.path)
 
     @classmethod
     def for_tier(cls, jobs: JobStore, settings: LauncherSettings, tier: GpuTier) -> GpuSlots:
-        """The slots of one GPU tier: its own limit; the per-owner limit applies per tier."""
+        """The slots of one GPU tier: its own limit, and the per-owner limit over every tier."""
+        owner_limit = settings.max_concurrent_jobs_per_owner or None
+        others = tuple(other.capacity_pool for other in settings.tiers) if owner_limit else ()
         return cls(
             jobs,
             pool=tier.capacity_pool,
             limit=tier.max_concurrent_jobs,
-            owner_limit=settings.max_concurrent_jobs_per_owner or None,
+            owner_limit=owner_limit,
             max_executions=settings.max_job_executions,
+            other_pools=others,
         )
 
     def slots(self) -> Slots:
@@ -232,13 +273,15 @@ class GpuSlots:
         """Claim a queued job and a slot for it in one transaction."""
         with self._lock:
             slots = self.slots()
+            elsewhere = self._elsewhere() if self.others else None
+            holders = {**(elsewhere.holders if elsewhere else {}), **slots.holders}
             attempt = ClaimAttempt(
                 job_id=job_id,
                 claim_id=claim_id,
                 now=now,
                 claim_timeout=claim_timeout,
                 limit=self.limit,
-                **self._ended_holders(slots.holders),
+                **self._ended_holders(holders),
                 owner_limit=self.owner_limit,
                 max_executions=self.max_executions,
             )
@@ -246,16 +289,31 @@ class GpuSlots:
             # decide those on plain reads. What they read can only have moved on towards
             # "finished" or "claimed" since, so the answer stays right. Anything that
             # writes is decided again on what the transaction reads.
-            decision = decide_claim(attempt, self.jobs.find(job_id), slots)
+            decision = decide_claim(attempt, self.jobs.find(job_id), slots, elsewhere)
             if not decision.writes:
                 return decision.claim
             return cast(
                 Claim, self._transact(lambda transaction: self._claim_in(transaction, attempt))
             )
 
+    def _elsewhere(self, transaction: Any = None) -> Slots:
+        """The other tiers' holders, in `transaction` when given (which then conflicts with
+        any claim that changes them before it commits)."""
+        merged = Slots({}, {})
+        if transaction is not None:  # errors left to the transaction's own retries
+            snapshots = list(self.jobs.client.get_all(self.others, transaction=transaction))
+        else:
+            with contended_transaction():
+                snapshots = list(self.jobs.client.get_all(self.others))
+        for snapshot in snapshots:
+            merged = merged.merged(_slots_of(snapshot))
+        return merged
+
     def _claim_in(self, transaction: Any, attempt: ClaimAttempt) -> Claim:
         job = _read_job(self.jobs.jobs.document(attempt.job_id), transaction)
-        decision = decide_claim(attempt, job, _slots_of(self.document.get(transaction=transaction)))
+        slots = _slots_of(self.document.get(transaction=transaction))
+        elsewhere = self._elsewhere(transaction) if self.others else None
+        decision = decide_claim(attempt, job, slots, elsewhere)
         if decision.slots is not None:
             self._write_slots(transaction, decision.slots, attempt.now)
         if job is not None and decision.job_changes is not None:

@@ -217,3 +217,32 @@ def test_a_running_job_without_a_handoff_is_not_dispatched_again():
     running = handed_off(handoff=None)
 
     assert decide_claim(attempt(), running, held({})).claim.outcome is ClaimOutcome.NOT_QUEUED
+
+
+def test_an_owner_limit_counts_the_owners_slots_on_every_tier():
+    """Review finding F3: one owner may not hold the limit on each tier."""
+    this_tier = held({"job-b": EARLIER}, {"job-b": "bob"})
+    other_tiers = held({"job-h": EARLIER}, {"job-h": "ann"})
+
+    anns = decide_claim(attempt(limit=4, owner_limit=1), job(owner="ann"), this_tier, other_tiers)
+    bobs = decide_claim(attempt(limit=4, owner_limit=2), job(owner="bob"), this_tier, other_tiers)
+
+    assert anns.claim.outcome is ClaimOutcome.OWNER_AT_LIMIT
+    assert anns.job_changes == {"status_reason": owner_waiting_reason(1)}
+    assert bobs.claim.outcome is ClaimOutcome.CLAIMED
+    # Only this tier's slots are written; the other tiers' are only counted.
+    assert bobs.slots == held({"job-b": EARLIER, "job-a": NOW}, {"job-b": "bob", "job-a": "bob"})
+
+
+def test_an_owners_finished_jobs_on_other_tiers_no_longer_count():
+    other_tiers = held({"job-h": EARLIER}, {"job-h": "ann"})
+
+    freed = decide_claim(
+        attempt(limit=4, owner_limit=1, finished=frozenset({"job-h"})),
+        job(owner="ann"),
+        held({}),
+        other_tiers,
+    )
+
+    assert freed.claim.outcome is ClaimOutcome.CLAIMED
+    assert freed.slots == held({"job-a": NOW}, {"job-a": "ann"})
