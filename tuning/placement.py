@@ -10,6 +10,11 @@ before it loads any weights, failing fast when the tier cannot hold the job.
 
 A refusal is the caller's to fix (InvalidRequestError on `training_config.compute.tier`,
 422) and is decided before anything is written, so it leaves nothing behind.
+
+Only the tiers open to the job's owner (`GpuTier.allowed_callers`) take part: `auto` picks
+among them, a named tier outside them is refused exactly like a tier that does not exist,
+and every message lists only them, so a caller learns nothing of the tiers kept from them.
+Submit and dispatch (published requests, for their `owner`) both place through here.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from tuning.estimates import MemoryEstimate, ModelShape, estimate_training_memor
 from tuning.jobs import Placement
 from tuning.model_catalog import catalog_config
 from tuning.spec import Method, Provider, TrainerType, TrainingConfig
-from tuning.tiers import GIB, GpuTier, TierChoiceError, choose_tier
+from tuning.tiers import GIB, GpuTier, TierChoiceError, choose_tier, tiers_open_to
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +145,22 @@ def _usable_tiers(config: TrainingConfig, tiers: tuple[GpuTier, ...]) -> tuple[G
     return usable
 
 
-def place_job(config: TrainingConfig, *, tiers: tuple[GpuTier, ...], storage: Any) -> Placement:
-    """The tier the job trains on, with its estimate; InvalidRequestError when none fits."""
+def place_job(
+    config: TrainingConfig,
+    *,
+    tiers: tuple[GpuTier, ...],
+    storage: Any,
+    owner: str | None = None,
+) -> Placement:
+    """The tier the job trains on, with its estimate; InvalidRequestError when none fits or
+    none is open to `owner` (None, naming nobody, is admitted only where every caller is)."""
+    tiers = tiers_open_to(owner, tiers)
+    if not tiers:
+        raise InvalidRequestError(
+            "no GPU tier of this deployment is open to this caller: ask the operator to add "
+            "you to a tier's allowed_callers (Terraform gpu_tiers)",
+            field=TIER_FIELD,
+        )
     tiers = _usable_tiers(config, tiers)
     raw, source = model_config(config.base_model_id, storage)
     shape = None

@@ -67,7 +67,7 @@ def submit_job(
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
     lineage = check_parent(request.training_config, owner=owner, services=services)
-    placement = place(request, services)
+    placement = place(request, services, owner=owner)
     try:
         references = store_secrets(request, job_id=job_id, services=services)
         return _record_job(
@@ -99,7 +99,7 @@ def record_published_job(
     if existing is not None:
         return Submitted(job=_same_request(existing, request, owner=owner), created=False)
     lineage = check_parent(request.training_config, owner=owner, services=services)
-    placement = place(request, services)
+    placement = place(request, services, owner=owner)
     references = referenced_secrets(request)
     try:
         return _record_job(
@@ -149,11 +149,14 @@ def _record_job(
     return Submitted(job=stored, created=True)
 
 
-def place(request: TrainRequest, services: Services) -> Placement:
-    """The job's GPU tier (InvalidRequestError when none can hold it): decided before any
-    write, so a refusal leaves nothing behind."""
+def place(request: TrainRequest, services: Services, *, owner: str | None) -> Placement:
+    """The job's GPU tier among those open to `owner` (InvalidRequestError when none can
+    hold it): decided before any write, so a refusal leaves nothing behind."""
     return place_job(
-        request.training_config, tiers=services.settings.tiers, storage=services.storage
+        request.training_config,
+        tiers=services.settings.tiers,
+        storage=services.storage,
+        owner=owner,
     )
 
 

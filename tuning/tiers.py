@@ -10,6 +10,11 @@ A request names a tier (`training_config.compute.tier`) or leaves it to `auto`: 
 smallest tier whose GPUs hold the job's memory estimate (tuning/estimates.py). Without
 `GPU_TIERS` a deployment has the one tier it had before tiers existed (`default`: the
 Cloud Run job `TRAINER_JOB_NAME`, `TRAINER_GPU_TYPE`, `MAX_CONCURRENT_JOBS`).
+
+Each tier says who may train on it (`allowed_callers`): identities exactly as jobs record
+their owner (the email or subject of a caller's ID token, a publisher's `owner` attribute),
+or `*` for every caller, the form secrets are shared in (tuning/tenancy.py). Unset: every
+caller. Placement (tuning/placement.py) sees only the tiers open to the job's owner.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
+
+from tuning.ids import is_identity
+from tuning.tenancy import EVERY_CALLER
 
 AUTO = "auto"
 DEFAULT_TIER = "default"
@@ -78,6 +87,25 @@ class GpuTier(BaseModel):
     # How long one execution may train before it checkpoints and hands off (Vertex allows
     # days: scheduling.timeout); unset: TRAINER_TASK_TIMEOUT_SECONDS, Cloud Run's bound.
     task_timeout_seconds: int | None = Field(None, ge=60, le=604800)
+    # Who may train here: owners' identities (as jobs record them) or EVERY_CALLER.
+    allowed_callers: tuple[str, ...] = Field((EVERY_CALLER,), min_length=1, max_length=1000)
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _callers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for caller in value:
+            if caller != EVERY_CALLER and not is_identity(caller):
+                raise ValueError(
+                    f"{caller!r} is neither an identity (printable ASCII without spaces, at "
+                    f"most 320 characters) nor '{EVERY_CALLER}' (every caller)"
+                )
+        return value
+
+    def admits(self, owner: str | None) -> bool:
+        """Whether jobs of `owner` (None: a published job naming nobody) may train here."""
+        return EVERY_CALLER in self.allowed_callers or (
+            owner is not None and owner in self.allowed_callers
+        )
 
     @model_validator(mode="after")
     def _engine_fields(self) -> GpuTier:
@@ -132,6 +160,11 @@ def _tier(index: int, item: Any) -> GpuTier:
             for problem in error.errors(include_url=False, include_input=False)
         )
         raise ValueError(f"GPU_TIERS tier {index} ({name or 'unnamed'}): {problems}") from None
+
+
+def tiers_open_to(owner: str | None, tiers: Iterable[GpuTier]) -> tuple[GpuTier, ...]:
+    """The tiers jobs of `owner` may train on (None: a published job naming nobody)."""
+    return tuple(tier for tier in tiers if tier.admits(owner))
 
 
 def legacy_tier(*, trainer_job_name: str, gpu_type: str, max_concurrent_jobs: int) -> GpuTier:

@@ -19,7 +19,7 @@ from tuning.api.models import (
     TierList,
     TierView,
 )
-from tuning.tiers import by_capacity
+from tuning.tiers import by_capacity, tiers_open_to
 
 
 def list_jobs(request: flask.Request, query: ListJobsQuery) -> flask.Response:
@@ -87,8 +87,9 @@ def download_artifact(request: flask.Request, job_id: str, query: DownloadQuery)
 
 
 def list_tiers(request: flask.Request) -> flask.Response:
-    """GET /tiers: deployment settings, the same for every caller (no job of anyone's)."""
-    tiers = [TierView.of(tier) for tier in by_capacity(API.settings.tiers)]
+    """GET /tiers: the deployment's tiers open to the caller (no job of anyone's)."""
+    open_tiers = tiers_open_to(API.caller(request), API.settings.tiers)
+    tiers = [TierView.of(tier) for tier in by_capacity(open_tiers)]
     return http.json_response(TierList(tiers=tiers))
 
 

@@ -154,7 +154,8 @@ OPERATIONS: tuple[Operation, ...] = (
         method="GET",
         path="/tiers",
         function="status",
-        summary="The GPU tiers jobs train on, smallest first (what `compute.tier` may name).",
+        summary="The GPU tiers the caller's jobs may train on, smallest first (what "
+        "`compute.tier` may name; tiers the operator keeps for other callers are not listed).",
         answers={200: (TierList, "The tiers.")},
         errors=(401, 422, 503),
     ),
