@@ -129,7 +129,9 @@ locals {
 # when no tier is declared (the functions then make the default tier from TRAINER_JOB_NAME and
 # TRAINER_GPU_TYPE), else every tier. Each tier is encoded on its own, because a Cloud Run
 # tier's object and a Vertex tier's have different fields (one list of both would not have
-# one type); joined, they are the JSON list jsonencode would write.
+# one type); joined, they are the JSON list jsonencode would write. A tier open to every caller
+# (allowed_callers ["*"], the default) leaves allowed_callers out, as tuning/tiers.py defaults it,
+# so that GPU_TIERS stays what it was before tiers had callers.
 locals {
   gpu_tier_entries = concat(
     [jsonencode({
@@ -153,6 +155,7 @@ locals {
         },
         tier.region == null ? {} : { region = tier.region },
         tier.task_timeout_seconds == null ? {} : { task_timeout_seconds = tier.task_timeout_seconds },
+        tier.allowed_callers == tolist(["*"]) ? {} : { allowed_callers = tier.allowed_callers },
         )) : jsonencode(merge(
         {
           name                = tier.name
@@ -163,6 +166,7 @@ locals {
           cloud_run_job       = local.trainer_jobs[tier.name].name
         },
         tier.task_timeout_seconds == null ? {} : { task_timeout_seconds = tier.task_timeout_seconds },
+        tier.allowed_callers == tolist(["*"]) ? {} : { allowed_callers = tier.allowed_callers },
       ))
     ],
   )

@@ -413,6 +413,7 @@ variable "gpu_tiers" {
     GPU tiers besides the default one (var.trainer_gpu, tier "default"). Each has a name (lower case, digits, dashes), an engine, a gpu_type, max_concurrent_jobs (its own capacity slots, default 1) and optionally task_timeout_seconds; a job names one in training_config.compute.tier, or `auto` picks the smallest whose memory estimate fits (README, GPU tiers).
     engine "cloudrun" (the default): a Cloud Run job with one GPU, <prefix>-trainer-<name>; gpu_type a Cloud Run GPU (nvidia-l4, nvidia-rtx-pro-6000), cpu and memory at least Cloud Run's minimums for it (default 8 and 32Gi), task_timeout_seconds at most trainer_task_timeout_seconds.
     engine "vertex": a Vertex AI custom job per execution; gpu_type a Vertex accelerator type (NVIDIA_H100_80GB, NVIDIA_A100_80GB, NVIDIA_TESLA_A100, NVIDIA_L4, ...), gpu_count (1-16) and machine_type (required, e.g. a3-highgpu-8g with 8 x NVIDIA_H100_80GB), optionally region (default: var.region) and task_timeout_seconds up to 604800 (7 days). Declaring one enables the Vertex AI API and its grants (terraform/README.md).
+    allowed_callers (any engine, default ["*"]: every caller): who may train on the tier, as jobs record their owner: the email (or subject) of a caller's ID token, a publisher's owner attribute, or "*". Not IAM members: "user:", "group:" or "domain:" forms are refused, since a function cannot check group or domain membership from a token. Others are refused at submit (and auto never picks the tier for them); GET /tiers does not list it to them (docs/deploy.md).
   EOT
   type = list(object({
     name                 = string
@@ -425,6 +426,7 @@ variable "gpu_tiers" {
     region               = optional(string) # Vertex AI only
     max_concurrent_jobs  = optional(number, 1)
     task_timeout_seconds = optional(number)
+    allowed_callers      = optional(list(string), ["*"])
   }))
   default  = []
   nullable = false
@@ -443,6 +445,23 @@ variable "gpu_tiers" {
   validation {
     condition     = alltrue([for tier in var.gpu_tiers : tier.max_concurrent_jobs >= 1 && tier.max_concurrent_jobs <= 1000 && floor(tier.max_concurrent_jobs) == tier.max_concurrent_jobs])
     error_message = "gpu_tiers: max_concurrent_jobs must be a whole number from 1 to 1000."
+  }
+  # allowed_callers as tuning/tiers.py GpuTier checks it: identities (printable ASCII without
+  # spaces, at most 320 characters: tuning/ids.py IDENTITY_PATTERN) or "*", 1 to 1000 of them.
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : tier.allowed_callers != null && length(tier.allowed_callers) >= 1 && length(tier.allowed_callers) <= 1000
+      && alltrue([for caller in coalesce(tier.allowed_callers, []) : can(regex("^[!-~]{1,320}$", caller))])
+    ])
+    error_message = "gpu_tiers: allowed_callers lists 1 to 1000 callers, each an identity as jobs record their owner (an email or subject, printable ASCII without spaces, at most 320 characters) or \"*\" for every caller; leave it unset for every caller."
+  }
+  validation {
+    condition = alltrue([
+      for tier in var.gpu_tiers : !anytrue([
+        for caller in coalesce(tier.allowed_callers, []) : can(regex("^(user|group|domain|serviceAccount|principal|principalSet):", caller))
+      ])
+    ])
+    error_message = "gpu_tiers: allowed_callers names callers as jobs record their owner (alice@example.com), not as IAM members (user:alice@example.com); group: and domain: cannot be checked from a caller's token: list the members' emails."
   }
 
   # --- engine "cloudrun" ---------------------------------------------------------------------
@@ -582,5 +601,31 @@ variable "trainer_launch_stage" {
   validation {
     condition     = contains(["GA", "BETA"], var.trainer_launch_stage)
     error_message = "trainer_launch_stage must be GA or BETA."
+  }
+}
+
+variable "gpu_pricing" {
+  description = "The operator's figures for estimates (tuning/pricing.py, GPU_PRICING), per GPU type (a Cloud Run GPU or a Vertex AI accelerator type): usd_per_gpu_hour, all-in (the machine, or Cloud Run's CPU and memory, divided by its GPUs, plus one GPU; e.g. a negotiated or committed-use price), and tokens_per_second, training tokens a second of one GPU for every model and method. Each replaces the built-in table's figure for that GPU type; measured throughput of this deployment's completed jobs replaces both after a few jobs. Example: { \"nvidia-l4\" = { usd_per_gpu_hour = 1.42, tokens_per_second = 4000 } }."
+  type = map(object({
+    usd_per_gpu_hour  = optional(number)
+    tokens_per_second = optional(number)
+  }))
+  default  = {}
+  nullable = false
+  validation {
+    condition     = alltrue([for gpu_type in keys(var.gpu_pricing) : contains(concat(keys(local.cloud_run_gpu_types), keys(local.vertex_gpu_memory_gib)), gpu_type)])
+    error_message = "gpu_pricing: each key must be a GPU type tiers can use: ${join(", ", concat(keys(local.cloud_run_gpu_types), keys(local.vertex_gpu_memory_gib)))}."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : figures.usd_per_gpu_hour != null || figures.tokens_per_second != null])
+    error_message = "gpu_pricing: each GPU type sets usd_per_gpu_hour, tokens_per_second or both."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : try(figures.usd_per_gpu_hour > 0 && figures.usd_per_gpu_hour <= 1000, figures.usd_per_gpu_hour == null)])
+    error_message = "gpu_pricing: usd_per_gpu_hour must be above 0 and at most 1000 (tuning/pricing.py accepts the same)."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : try(figures.tokens_per_second > 0 && figures.tokens_per_second <= 1e9, figures.tokens_per_second == null)])
+    error_message = "gpu_pricing: tokens_per_second must be above 0 and at most 1e9."
   }
 }

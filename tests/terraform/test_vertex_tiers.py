@@ -141,6 +141,8 @@ def test_the_functions_read_a_vertex_tier_from_gpu_tiers(scratch: Scratch) -> No
     assert vertex.gpu_memory_gib == VERTEX_GPU_MEMORY_GIB["NVIDIA_H100_80GB"]
     assert vertex.cloud_run_job is None
     assert vertex.task_timeout_seconds == 86400
+    assert vertex.allowed_callers == ("you@example.com",)  # kept for its callers (F3)
+    assert tiers[0].allowed_callers == ("*",)  # the default tier: every caller
     # The trainer account's email is known once the account exists.
     assert later == {"TRAINER_SERVICE_ACCOUNT"}
 
