@@ -34,7 +34,7 @@ from typing import Any
 
 from trainer.errors import ModelNotFoundError, PermanentError, UserError
 from trainer.hub import HubModels, HuggingFaceHub
-from trainer.hub_staging import StagedModel, stage_hub_model, staging_prefix
+from trainer.hub_staging import StagedModel, StagerStorage, stage_hub_model, staging_prefix
 from trainer.modeling import MODEL_CONFIG, _read_config, fetch_base_model
 from tuning.errors import InvalidRequestError, TransientError
 from tuning.gcp.storage import GcsStore
@@ -107,9 +107,13 @@ def obtain_base_model(
     check_config: Callable[[dict[str, Any]], None] | None = None,
     note: Callable[[str], object] = lambda text: None,
     hub: HubModels | None = None,
+    stager_storage: StagerStorage | None = None,
 ) -> Path:
     """A directory holding the model's config, weights and tokenizer: on the models volume
     where it can be, else a download into `work_dir / "base"`.
+
+    A Hub model this job stages is written through `stager_storage` (trainer/hub_staging.py;
+    None: `storage`).
 
     `check_config` sees config.json before the weights are read (or staged); `note` is told
     where a Hub model's staged copy lies (the pipeline makes it a job message).
@@ -148,6 +152,7 @@ def obtain_base_model(
         models_bucket=mount.bucket,
         scratch=Path(work_dir) / "hub-staging",
         check_config=check_config,
+        stager_storage=stager_storage,
     )
     verb = "staged" if staged.staged_now else "reused the copy"
     note(f"base model {base_model_id} at commit {staged.sha}: {verb} at {staged.uri}")

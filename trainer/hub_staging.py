@@ -22,6 +22,12 @@ gs:// base model, so a copy is only ever read through this module, after these c
    generation precondition (`ifGenerationMatch=0`), so of two jobs staging at once exactly
    one marker is written. The other deletes its own folder and reads the winner's. A stager
    that dies halfway leaves a folder no marker names: never read (see docs/deploy.md).
+
+What a job's storage may do here (review finding F5): read the repo's staged copies and
+markers (`staging_rule`); and, only once it stages a commit itself, write in its own
+`stage-<uuid>/` folder and create that commit's marker, never replace or delete it
+(`stager_rules`, a create-only rule). The stager writes through a store narrowed to those
+rules (trainer/storage_access.py), so it cannot touch another job's copy or marker.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from google.api_core.exceptions import Forbidden
 
 from trainer.errors import ModelNotFoundError, PermanentError
 from trainer.hub import COMMIT_SHA, HubModels
@@ -95,10 +103,31 @@ def staging_root(models_bucket: str, repo_id: str, sha: str) -> str:
 
 
 def staging_rule(models_bucket: str, repo_id: str) -> StorageRule:
-    """What a job with this Hub model may do in the bucket beyond its own outputs: read,
-    write and delete below the repo's staging prefix (its marker, its own copy)."""
+    """What a job with this Hub model may do in the bucket beyond its own outputs: list and
+    read below the repo's staging prefix (its staged copies and their markers)."""
     bucket, name = parse_gcs_uri(staging_prefix(models_bucket, repo_id))
-    return StorageRule(bucket=bucket, name=name, access=Access.READ_WRITE)
+    return StorageRule(bucket=bucket, name=name, access=Access.READ)
+
+
+def stager_rules(
+    models_bucket: str, repo_id: str, sha: str, folder: str
+) -> tuple[StorageRule, ...]:
+    """What a job staging `repo_id` at `sha` writes: its own folder (read, write, delete: it
+    discards the folder when another stager wins) and the commit's marker, create-only."""
+    if not _FOLDER.fullmatch(folder):
+        raise ValueError(f"not a staging folder name: {folder!r}")
+    bucket, root = parse_gcs_uri(staging_root(models_bucket, repo_id, sha))
+    return (
+        StorageRule(bucket=bucket, name=f"{root}{folder}/", access=Access.READ_WRITE),
+        # A prefix rule (startsWith) without listing, as Google's page writes conditions;
+        # it also lets the job create `complete.json<more>`, which nothing ever reads.
+        StorageRule(bucket=bucket, name=f"{root}{MARKER}", access=Access.CREATE, listable=False),
+    )
+
+
+# The store a stager writes with, given the commit and its folder name (narrowed to
+# `stager_rules` in production: trainer/storage_access.py).
+StagerStorage = Callable[[str, str], GcsStore]
 
 
 def stage_hub_model(
@@ -112,11 +141,14 @@ def stage_hub_model(
     revision: str = DEFAULT_REVISION,
     check_config: Callable[[dict[str, Any]], None] | None = None,
     free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free,
+    stager_storage: StagerStorage | None = None,
 ) -> StagedModel:
     """The staged copy of `repo_id` at the commit `revision` names now: reused when one is
     complete, else made by this job (see the module docstring for the protocol).
 
     `check_config` sees config.json before any weights are staged, and may raise.
+    `storage` reads; the copy and its marker are written through `stager_storage(sha,
+    folder)` (None: `storage` itself).
     """
     sha = hub.resolve(repo_id, revision, token)
     if not COMMIT_SHA.fullmatch(sha):
@@ -136,8 +168,10 @@ def stage_hub_model(
     ensure_room(largest, scratch, f"staging {repo_id} (its largest file)", free_bytes(scratch))
     folder = f"stage-{uuid.uuid4().hex}"
     mine = f"{root}{folder}/"
+    writes = stager_storage(sha, folder) if stager_storage is not None else storage
     logger.info("base model %s@%s: staging %d files to %s", repo_id, sha, len(wanted), mine)
     sizes: dict[str, int] = {}
+    refused: Forbidden | None = None
     try:
         # config.json first, so that a model that cannot run the job stages nothing else.
         for name in sorted(wanted, key=lambda name: (name != MODEL_CONFIG, name)):
@@ -146,7 +180,7 @@ def stage_hub_model(
             path = hub.download(repo_id, sha, name, scratch, token)
             if name == MODEL_CONFIG and check_config is not None:
                 check_config(_read_config(path, repo_id))
-            storage.upload_file(path, f"{mine}{name}")
+            writes.upload_file(path, f"{mine}{name}")
             sizes[name] = path.stat().st_size
             path.unlink()  # scratch holds one file at a time
         marker = {
@@ -156,15 +190,24 @@ def stage_hub_model(
             "files": sizes,
             "staged_at": datetime.now(UTC).isoformat(),
         }
-        created = storage.create_bytes(
-            f"{root}{MARKER}", json.dumps(marker).encode(), content_type="application/json"
-        )
+        try:
+            created = writes.create_bytes(
+                f"{root}{MARKER}", json.dumps(marker).encode(), content_type="application/json"
+            )
+        except Forbidden as error:
+            # Create-only may not replace an object: where another stager's marker is there
+            # already, Cloud Storage may refuse (403) rather than fail the precondition (412).
+            # The marker read below decides.
+            created, refused = False, error
     except BaseException:
-        _discard(storage, mine)
+        _discard(writes, mine)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     winner = read_marker(storage, root, repo_id, sha)
+    if winner is None and refused is not None:
+        _discard(writes, mine)
+        raise refused
     if winner is None:  # written a moment ago, or found there: GCS reads are consistent
         raise TransientError(f"the marker {root}{MARKER} vanished just after it was written")
     if winner.uri == mine:
@@ -173,7 +216,7 @@ def stage_hub_model(
     if created:  # a marker this call created names this call's folder
         raise StagingError(f"{root}{MARKER} changed while it was being written")
     logger.info("base model %s@%s: another job staged it first (%s)", repo_id, sha, winner.uri)
-    _discard(storage, mine)
+    _discard(writes, mine)
     return winner
 
 

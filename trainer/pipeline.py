@@ -39,7 +39,7 @@ from trainer.room import ensure_room_for_outputs
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.samples import samples_for_job
 from trainer.stats import dataset_stats, token_lengths
-from trainer.storage_access import narrow_job_storage
+from trainer.storage_access import hub_stager_storage, narrow_job_storage
 from trainer.tracking import WandbTracker
 from tuning.dataset.splits import SplitFile
 from tuning.defaults import describe_hyperparameters, tracked_training_config
@@ -73,7 +73,9 @@ def run_training_job(
     """The job, run by the main process; with several training processes (a multi-GPU
     tier), `cohort` reaches the others, which follow it (trainer.follower)."""
     cohort = cohort or Cohort(SINGLE)
-    # Before anything of the job is read from Cloud Storage: from here on, only its own paths.
+    # Before anything of the job is read from Cloud Storage: from here on, only its own paths
+    # (and a Hub model's stager writes only its own copy and marker).
+    stager_storage = hub_stager_storage(settings, services)
     services = narrow_job_storage(settings, services)
     job = load_job(settings, services)
     config = job.request.training_config
@@ -103,6 +105,7 @@ def run_training_job(
         mount=ModelsMount.from_settings(settings),
         check_config=functools.partial(check_model_config, config, placement=job.placement),
         note=reporter.message,
+        stager_storage=stager_storage,
     )
     ensure_room_for_outputs(config, model_dir, work_dir)  # before any GPU time is spent
     continue_from = _parent_weights(job, services, work_dir, reporter)

@@ -12,9 +12,9 @@ import copy
 import logging
 
 from trainer.errors import JobGone
-from trainer.hub_staging import staging_rule
+from trainer.hub_staging import StagerStorage, stager_rules, staging_rule
 from tuning.gcp.access_boundary import StorageBoundary, job_storage_boundary
-from tuning.gcp.storage import narrowed_store
+from tuning.gcp.storage import GcsStore, narrowed_store
 from tuning.layout import GCS_SCHEME
 from tuning.services import Services
 from tuning.settings import TrainerSettings
@@ -33,9 +33,10 @@ def narrow_job_storage(settings: TrainerSettings, services: Services) -> Service
         settings.layout,
         base_model_locations=BaseModelLocations.from_settings(settings),
     )
-    if settings.models_mount_path is not None and not record.base_model_id.startswith(GCS_SCHEME):
+    if stages_hub_models(settings, record.base_model_id):
         # A Hub model is staged in the models bucket and read through its volume
-        # (trainer/hub_staging.py): this repo's staging prefix, and no other repo's.
+        # (trainer/hub_staging.py): this repo's staged copies, read-only; a stager writes
+        # through `hub_stager_storage`.
         rule = staging_rule(settings.models_bucket, record.base_model_id)
         boundary = StorageBoundary(rules=(*boundary.rules, rule))
     narrowed = copy.copy(services)  # shares the adapters already made (jobs, publisher)
@@ -44,3 +45,30 @@ def narrow_job_storage(settings: TrainerSettings, services: Services) -> Service
     )
     logger.info("storage narrowed to %d rules of job %s", len(boundary.rules), settings.job_id)
     return narrowed
+
+
+def stages_hub_models(settings: TrainerSettings, base_model_id: str) -> bool:
+    """Whether this job's Hub model is staged in the models bucket (there is a volume)."""
+    return settings.models_mount_path is not None and not base_model_id.startswith(GCS_SCHEME)
+
+
+def hub_stager_storage(settings: TrainerSettings, services: Services) -> StagerStorage | None:
+    """What a job that stages its Hub model writes with: a store narrowed to that commit's
+    marker (create-only) and the stager's own folder, besides reading the repo's copies
+    (review finding F5); None when the job stages nothing. Made from the trainer's own
+    store before it is narrowed to the job (call it first), for the record's repo only."""
+    record = services.jobs.find(settings.job_id)
+    if record is None or not stages_hub_models(settings, record.base_model_id):
+        return None
+    base_model_id = record.base_model_id
+    storage = services.storage
+    bucket = settings.models_bucket
+
+    def narrowed_to_stage(sha: str, folder: str) -> GcsStore:
+        rules = (
+            staging_rule(bucket, base_model_id),
+            *stager_rules(bucket, base_model_id, sha, folder),
+        )
+        return narrowed_store(storage, StorageBoundary(rules=rules), project=settings.project_id)
+
+    return narrowed_to_stage

@@ -223,12 +223,15 @@ def test_a_folder_without_config_json_is_not_a_model(
         obtain("gs://models-bucket/base_models/empty/", mount, tmp_path / "work")
 
 
-def test_a_hub_jobs_boundary_reaches_its_own_repo_s_staging_folder_only() -> None:
+def test_a_hub_jobs_boundary_reads_its_own_repo_s_staged_copies_only() -> None:
     boundary = StorageBoundary(rules=(staging_rule("models-bucket", "google/gemma-3-1b-it"),))
     mine = "gs://models-bucket/base_models/hub/google/gemma-3-1b-it/" + "a" * 40 + "/"
 
-    assert boundary.allows(Operation.WRITE, f"{mine}complete.json")
-    assert boundary.allows(Operation.DELETE, f"{mine}stage-x/model.safetensors")
+    assert boundary.allows(Operation.READ, f"{mine}complete.json")
+    assert boundary.allows(Operation.LIST, f"{mine}stage-x/")
+    # Writing is the stager's, through its own narrower store (review finding F5).
+    assert not boundary.allows(Operation.CREATE, f"{mine}complete.json")
+    assert not boundary.allows(Operation.DELETE, f"{mine}stage-x/model.safetensors")
     assert not boundary.allows(
         Operation.READ, "gs://models-bucket/base_models/hub/google/gemma-3-1b-it-x/c.json"
     )

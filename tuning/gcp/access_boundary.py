@@ -14,6 +14,14 @@ holds at most 10 rules; each names a bucket as
 `inRole:roles/...`, and may carry a CEL condition. Objects are matched on `resource.name`
 (`projects/_/buckets/BUCKET/objects/NAME`); a list request's resource is the bucket, so listing
 below a prefix is matched on `api.getAttribute('storage.googleapis.com/objectListPrefix', '')`.
+Those two, with `startsWith`, are the expressions that page's examples use, and the ones the
+rules below are written in (an exact object adds CEL's `==` on the same `resource.name`).
+
+A rule caps its objects' permissions by a role: objectViewer (read and list), objectUser
+(also create, overwrite, delete) or objectCreator, which "allows users to create objects" and
+"does not give permission to view, delete, or replace objects"
+(https://cloud.google.com/storage/docs/access-control/iam-roles): what a job gets on a marker
+it may create but never change once written (trainer/hub_staging.py).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ MAX_RULES = 10
 # also creates, overwrites and deletes objects (no IAM or ACL changes).
 READ_ROLE = "inRole:roles/storage.objectViewer"
 READ_WRITE_ROLE = "inRole:roles/storage.objectUser"
+CREATE_ROLE = "inRole:roles/storage.objectCreator"
 LIST_PREFIX_ATTRIBUTE = "storage.googleapis.com/objectListPrefix"
 
 
@@ -52,13 +61,26 @@ class AccessBoundaryError(TuningError):
 class Access(StrEnum):
     READ = "read"
     READ_WRITE = "read-write"
+    CREATE = "create"  # create where nothing is; no read, list, overwrite or delete
 
 
 class Operation(StrEnum):
     READ = "read"
     LIST = "list"
-    WRITE = "write"
+    WRITE = "write"  # create or overwrite
+    CREATE = "create"  # create only if no object is there (ifGenerationMatch=0)
     DELETE = "delete"
+
+
+# Which rules allow an operation: a create-only rule allows creating and nothing else.
+_ALLOWED_BY = {
+    Operation.READ: (Access.READ, Access.READ_WRITE),
+    Operation.LIST: (Access.READ, Access.READ_WRITE),
+    Operation.WRITE: (Access.READ_WRITE,),
+    Operation.CREATE: (Access.READ_WRITE, Access.CREATE),
+    Operation.DELETE: (Access.READ_WRITE,),
+}
+_ROLES = {Access.READ: READ_ROLE, Access.READ_WRITE: READ_WRITE_ROLE, Access.CREATE: CREATE_ROLE}
 
 
 @dataclass(frozen=True)
@@ -108,13 +130,10 @@ class StorageBoundary:
 
     def allows(self, operation: Operation, uri: str) -> bool:
         bucket, name = parse_gcs_uri(uri)
+        rules = [rule for rule in self.rules if rule.access in _ALLOWED_BY[operation]]
         if operation is Operation.LIST:
-            return any(rule.covers_listing(bucket, name) for rule in self.rules)
-        needed = Access.READ if operation is Operation.READ else Access.READ_WRITE
-        return any(
-            rule.covers(bucket, name) and (needed is Access.READ or rule.access is needed)
-            for rule in self.rules
-        )
+            return any(rule.covers_listing(bucket, name) for rule in rules)
+        return any(rule.covers(bucket, name) for rule in rules)
 
     def check(self, operation: Operation, uri: str) -> None:
         """Raise AccessBoundaryError unless a rule allows `operation` on `uri`."""
@@ -138,9 +157,7 @@ class StorageBoundary:
             rules=[
                 downscoped.AccessBoundaryRule(
                     available_resource=f"//storage.googleapis.com/projects/_/buckets/{bucket}",
-                    available_permissions=[
-                        READ_WRITE_ROLE if access is Access.READ_WRITE else READ_ROLE
-                    ],
+                    available_permissions=[_ROLES[access]],
                     availability_condition=downscoped.AvailabilityCondition(
                         expression=" || ".join(f"({rule.expression()})" for rule in rules),
                         title=f"job paths ({access.value})",

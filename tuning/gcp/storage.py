@@ -299,7 +299,7 @@ class GcsStore:
         False when one already existed (GCS's `ifGenerationMatch=0` precondition, so of two
         concurrent writers exactly one wins). A retry of a create whose first try landed
         also answers False: a caller that must know reads the object back."""
-        blob = self._blob(uri, Operation.WRITE)
+        blob = self._blob(uri, Operation.CREATE)
         try:
             with _api_errors(uri):
                 blob.upload_from_string(
