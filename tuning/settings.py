@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from tuning.errors import TuningError
 from tuning.layout import StorageLayout
+from tuning.pricing import GpuPricing, parse_gpu_pricing
 from tuning.tiers import GpuTier, legacy_tier, parse_tiers
 
 
@@ -79,6 +80,14 @@ class ServiceSettings(BaseModel):
     trainer_job_name: str = Field("gemma-trainer", validation_alias=env("TRAINER_JOB_NAME"))
     trainer_gpu_type: str = Field("nvidia-l4", validation_alias=env("TRAINER_GPU_TYPE"))
     max_concurrent_jobs: int = Field(4, ge=1, le=1000, validation_alias=env("MAX_CONCURRENT_JOBS"))
+    # The operator's GPU prices and throughputs for estimates (tuning/pricing.py): Terraform's
+    # gpu_pricing as JSON, GPU type -> {usd_per_gpu_hour, tokens_per_second}. Unset: the tables.
+    gpu_pricing: dict[str, GpuPricing] = Field(
+        default_factory=dict, validation_alias=env("GPU_PRICING")
+    )
+    # Where completed jobs' measured throughput is kept (tuning/gcp/throughput.py); unset:
+    # `<JOBS_COLLECTION>_throughput`, so that a stack's own collection names keep it apart.
+    throughput_collection: str | None = Field(None, validation_alias=env("THROUGHPUT_COLLECTION"))
 
     @field_validator("allowed_base_model_locations", mode="before")
     @classmethod
@@ -102,6 +111,15 @@ class ServiceSettings(BaseModel):
         if isinstance(value, str):
             return parse_tiers(value) if value.strip() else ()
         return value
+
+    @field_validator("gpu_pricing", mode="before")
+    @classmethod
+    def _pricing_json(cls, value: Any) -> Any:
+        return parse_gpu_pricing(value) if isinstance(value, str | Mapping) else value
+
+    @property
+    def throughput_collection_name(self) -> str:
+        return self.throughput_collection or f"{self.jobs_collection}_throughput"
 
     @property
     def tiers(self) -> tuple[GpuTier, ...]:
