@@ -87,6 +87,8 @@ locals {
     TRAINER_TASK_TIMEOUT_SECONDS = tostring(var.trainer_task_timeout_seconds)
     # How many executions one job may span before dispatch refuses another.
     TRAINER_MAX_EXECUTIONS = tostring(var.trainer_max_executions)
+    # The operator's GPU prices and throughputs for estimates (tuning/pricing.py).
+    GPU_PRICING = jsonencode(var.gpu_pricing)
   }
 
   # What a Vertex AI tier's custom jobs run, and as whom (tuning/launchers/factory.py): the

@@ -603,3 +603,29 @@ variable "trainer_launch_stage" {
     error_message = "trainer_launch_stage must be GA or BETA."
   }
 }
+
+variable "gpu_pricing" {
+  description = "The operator's figures for estimates (tuning/pricing.py, GPU_PRICING), per GPU type (a Cloud Run GPU or a Vertex AI accelerator type): usd_per_gpu_hour, all-in (the machine, or Cloud Run's CPU and memory, divided by its GPUs, plus one GPU; e.g. a negotiated or committed-use price), and tokens_per_second, training tokens a second of one GPU for every model and method. Each replaces the built-in table's figure for that GPU type; measured throughput of this deployment's completed jobs replaces both after a few jobs. Example: { \"nvidia-l4\" = { usd_per_gpu_hour = 1.42, tokens_per_second = 4000 } }."
+  type = map(object({
+    usd_per_gpu_hour  = optional(number)
+    tokens_per_second = optional(number)
+  }))
+  default  = {}
+  nullable = false
+  validation {
+    condition     = alltrue([for gpu_type in keys(var.gpu_pricing) : contains(concat(keys(local.cloud_run_gpu_types), keys(local.vertex_gpu_memory_gib)), gpu_type)])
+    error_message = "gpu_pricing: each key must be a GPU type tiers can use: ${join(", ", concat(keys(local.cloud_run_gpu_types), keys(local.vertex_gpu_memory_gib)))}."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : figures.usd_per_gpu_hour != null || figures.tokens_per_second != null])
+    error_message = "gpu_pricing: each GPU type sets usd_per_gpu_hour, tokens_per_second or both."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : try(figures.usd_per_gpu_hour > 0 && figures.usd_per_gpu_hour <= 1000, figures.usd_per_gpu_hour == null)])
+    error_message = "gpu_pricing: usd_per_gpu_hour must be above 0 and at most 1000 (tuning/pricing.py accepts the same)."
+  }
+  validation {
+    condition     = alltrue([for figures in values(var.gpu_pricing) : try(figures.tokens_per_second > 0 && figures.tokens_per_second <= 1e9, figures.tokens_per_second == null)])
+    error_message = "gpu_pricing: tokens_per_second must be above 0 and at most 1e9."
+  }
+}

@@ -21,11 +21,14 @@ NOT_FOR_FUNCTIONS = {
     "LOCAL_TRAINER_COMMAND",  # the local launcher only
     "LOCAL_LAUNCHER_DIR",  # the local launcher only
     "TRAINER_MAX_RETRIES",  # the local launcher's retries; Cloud Run's are the job's own
+    "THROUGHPUT_COLLECTION",  # the default, <JOBS_COLLECTION>_throughput, suits every deployment
 }
 NOT_FOR_THE_TRAINER = {
     "JOB_ID",  # dispatch overrides it for each execution
     # The tiers are the functions' (placement, capacity, launchers): the trainer reads none.
     "GPU_TIERS",
+    "GPU_PRICING",  # estimates are made before training, by the functions
+    "THROUGHPUT_COLLECTION",  # completed jobs' throughput is recorded by on_job_event
     "TRAINER_JOB_NAME",
     "TRAINER_GPU_TYPE",
     "MAX_CONCURRENT_JOBS",
