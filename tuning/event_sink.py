@@ -47,7 +47,10 @@ def record_event(event: JobEvent, *, message_id: str, services: Services) -> Tra
             return _fail_job(event, cause=problem, services=services)
         try:
             transition = services.jobs.apply_event(
-                event, before_commit=lambda change: after_event(change, services=services)
+                event,
+                before_commit=lambda change: after_event(change, services=services),
+                # A completed job's measured throughput, for later estimates (tuning/pricing.py).
+                in_transaction=services.throughput.record_completion,
             )
         except UnwritableError as error:
             return _fail_job(event, cause=error.message, services=services)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from tuning.gcp.pubsub import Publisher
     from tuning.gcp.secrets import SecretStore
     from tuning.gcp.storage import GcsStore
+    from tuning.gcp.throughput import ThroughputStore
     from tuning.jobs import JobRecord
     from tuning.launchers import Launcher
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 class Services:
     def __init__(self, settings: ServiceSettings, **overrides: Any) -> None:
         self.settings = settings
-        unknown = set(overrides) - {"jobs", "publisher", "storage", "secrets", "launcher"}
+        known = {"jobs", "publisher", "storage", "secrets", "launcher", "throughput"}
+        unknown = set(overrides) - known
         if unknown:
             raise TypeError(f"unknown service override(s): {sorted(unknown)}")
         # cached_property reads the instance dict first, so overrides win.
@@ -37,6 +39,13 @@ class Services:
         from tuning.gcp.firestore import JobStore
 
         return JobStore(self.settings.project_id, collection=self.settings.jobs_collection)
+
+    @cached_property
+    def throughput(self) -> ThroughputStore:
+        """The deployment's measured training throughput (tuning/pricing.py's history)."""
+        from tuning.gcp.throughput import ThroughputStore
+
+        return ThroughputStore(self.jobs.client, self.settings.throughput_collection_name)
 
     @cached_property
     def publisher(self) -> Publisher:

@@ -32,6 +32,7 @@ from tuning.gcp.permissions import Needed, operations_of
 from tuning.gcp.pubsub import Publisher
 from tuning.gcp.secrets import SecretManagerStore
 from tuning.gcp.storage import GcsStore
+from tuning.gcp.throughput import ThroughputStore
 from tuning.launchers.cloud_run import CloudRunLauncher
 from tuning.launchers.vertex import VertexLauncher
 
@@ -45,6 +46,7 @@ PRODUCTION_ADAPTERS: dict[str, tuple[type, ...]] = {
     "storage": (GcsStore,),
     "secrets": (SecretManagerStore,),
     "launcher": (CloudRunLauncher, VertexLauncher),
+    "throughput": (ThroughputStore,),
 }
 ADAPTER_MODULES = {
     adapter.__module__ for adapters in PRODUCTION_ADAPTERS.values() for adapter in adapters

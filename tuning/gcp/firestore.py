@@ -238,7 +238,11 @@ class JobStore:
         "datastore.entities.update",
     )
     def apply_event(
-        self, event: JobEvent, *, before_commit: Callable[[Transition], object] | None = None
+        self,
+        event: JobEvent,
+        *,
+        before_commit: Callable[[Transition], object] | None = None,
+        in_transaction: Callable[[Transition, firestore.Transaction], object] | None = None,
     ) -> Transition | None:
         """Apply a lifecycle event and record it in the job's history, atomically.
 
@@ -246,6 +250,8 @@ class JobStore:
         dropped). A duplicate changes nothing and is written to history once.
         `before_commit` sees the transition before it is committed; if it raises,
         nothing is written (it may run more than once when the transaction retries).
+        `in_transaction` may add writes (never reads: the record is written) that commit
+        with the event or not at all (tuning/gcp/throughput.py).
         """
         reference = self.jobs.document(event.job_id)
         history = reference.collection(EVENTS).document(event.event_id)
@@ -262,6 +268,8 @@ class JobStore:
                 transaction.set(reference, to_firestore(after))
             transaction.set(history, to_firestore(event))
             transition = Transition(before=before, after=after)
+            if in_transaction is not None:
+                in_transaction(transition, transaction)
             if before_commit is not None:
                 before_commit(transition)
             return transition
