@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from trainer.errors import BrokenJobError, JobGone, UserError
 from tuning.errors import InvalidRequestError, NotFoundError
-from tuning.jobs import AttemptEnding, JobRecord, JobStatus, Lineage, Placement
+from tuning.jobs import AttemptEnding, JobRecord, JobStatus, Lineage, Placement, Validation
 from tuning.launchers import same_execution
 from tuning.logs import register_secret
 from tuning.services import Services
@@ -27,6 +27,8 @@ class Job:
     wandb_api_key: str | None
     placement: Placement | None = None  # the tier submit chose, and its estimate if it had one
     lineage: Lineage | None = None  # the earlier job it continues (training_config.from_job)
+    # What dispatch's validation found before any GPU (tuning.preflight): rows, tokens, steps.
+    validation: Validation | None = None
 
     @property
     def job_id(self) -> str:
@@ -78,6 +80,7 @@ def load_job(settings: TrainerSettings, services: Services) -> Job:
         wandb_api_key=wandb_key,
         placement=record.placement,
         lineage=record.lineage,
+        validation=record.validation,
     )
 
 

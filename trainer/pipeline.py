@@ -34,16 +34,18 @@ from trainer.handoff import Handoff, PauseRequest, StopSignal, TaskClock
 from trainer.hardware import FLASH_ATTENTION, Hardware, choose_attention, detect
 from trainer.job import Job, ensure_job_active, load_job
 from trainer.modeling import load_model_config, load_processor, load_tokenizer
-from trainer.recipes import Recipe, evaluation_enabled, recipe_for
+from trainer.recipes import Recipe, recipe_for
 from trainer.room import ensure_room_for_outputs
 from trainer.run import TrainingOutcome, TrainingRun
 from trainer.samples import samples_for_job
 from trainer.stats import dataset_stats, token_lengths
 from trainer.storage_access import hub_stager_storage, narrow_job_storage
 from trainer.tracking import WandbTracker
+from tuning.dataset.rules import evaluation_enabled
 from tuning.dataset.splits import SplitFile
+from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, ChatTokenizer
 from tuning.defaults import describe_hyperparameters, tracked_training_config
-from tuning.jobs import DatasetStats, Placement
+from tuning.jobs import DatasetStats, Placement, Validation
 from tuning.placement import overflow_of_unestimated_job
 from tuning.reporting import EventReporter
 from tuning.services import Services
@@ -115,7 +117,9 @@ def run_training_job(
         check_exportable(model_dir)  # e.g. tokenizer.model, which the merge copies from here
     processor = load_processor(model_dir) if config.modality is Modality.VISION else None
     tokenizer = processor.tokenizer if processor is not None else load_tokenizer(model_dir)
-    stats = _dataset_statistics(splits, tokenizer, config, processor=processor)
+    stats = _dataset_statistics(
+        splits, model_dir, tokenizer, config, validated=job.validation, processor=processor
+    )
 
     hardware = hardware or detect()
     hp = config.hyperparameters
@@ -375,31 +379,75 @@ def _load_dataset(job: Job, services: Services, recipe: Recipe) -> DatasetSplits
 
 
 def _dataset_statistics(
-    splits: DatasetSplits, tokenizer: Any, config: TrainingConfig, *, processor: Any = None
+    splits: DatasetSplits,
+    model_dir: Path,
+    tokenizer: Any,
+    config: TrainingConfig,
+    *,
+    validated: Validation | None,
+    processor: Any = None,
 ) -> DatasetStats:
-    """Token counts; rendering every row with the chat template also validates it."""
+    """Token counts, with the counter dispatch's validation used (tuning.dataset.tokens), so the
+    figures are the same; rendering every row with the chat template also validates it.
+
+    Tokenized once before training: when the validation before any GPU counted these very
+    rows (the same number in each split), its counts stand and nothing is tokenized again here;
+    TRL's own tokenizing for training is the only other pass.
+    """
     hp = config.hyperparameters
     # GRPO trains on generated completions: its rows are prompts, cut at max_prompt_length.
     limit = hp.max_prompt_length if config.trainer_type is TrainerType.GRPO else hp.max_seq_length
-    lengths = token_lengths(
-        splits.train,
-        splits.row_format,
-        tokenizer,
-        split=SplitFile("train", splits.train_source, ""),
-        processor=processor,
-        max_length=hp.max_seq_length,
+    eval_rows = len(splits.eval or [])
+    if validated is not None and (reused := _validated_stats(validated, splits, eval_rows)):
+        return reused
+    counter = shared_counter(model_dir)
+    lengths = []
+    for rows, source in ((splits.train, splits.train_source), (splits.eval, splits.eval_source)):
+        if rows is None:
+            continue
+        split = SplitFile("train" if rows is splits.train else "eval", source or "", "")
+        if counter is not None:
+            counted = counter.row_lengths(
+                rows, splits.row_format, split=split, max_length=hp.max_seq_length
+            )
+        else:  # no tokenizer.json: transformers' tokenizer counts
+            counted = token_lengths(
+                rows,
+                splits.row_format,
+                tokenizer,
+                split=split,
+                processor=processor,
+                max_length=hp.max_seq_length,
+            )
+        lengths = lengths or counted
+    return dataset_stats(lengths, eval_rows, limit, packing=hp.packing)
+
+
+def _validated_stats(
+    validated: Validation, splits: DatasetSplits, eval_rows: int
+) -> DatasetStats | None:
+    """The validation's counts, when it counted the rows the trainer has now."""
+    same_eval = (validated.eval.rows if validated.eval else 0) == eval_rows
+    if validated.train.tokens is None or validated.train.rows != len(splits.train) or not same_eval:
+        return None
+    return DatasetStats(
+        train_rows=validated.train.rows,
+        eval_rows=eval_rows,
+        train_tokens=validated.train.tokens,
+        truncated_rows=validated.train.truncated_rows or 0,
     )
-    if splits.eval is not None:
-        source = SplitFile("eval", splits.eval_source or "", "")
-        token_lengths(
-            splits.eval,
-            splits.row_format,
-            tokenizer,
-            split=source,
-            processor=processor,
-            max_length=hp.max_seq_length,
-        )
-    return dataset_stats(lengths, len(splits.eval or []), limit, packing=hp.packing)
+
+
+def shared_counter(model_dir: Path) -> ChatTokenizer | None:
+    """The torch-free counter on the model's tokenizer files (None without tokenizer.json)."""
+    files = {
+        name: (model_dir / name).read_bytes()
+        for name in TOKENIZER_FILES
+        if (model_dir / name).is_file()
+    }
+    if TOKENIZER_FILE not in files:
+        return None
+    return ChatTokenizer.from_files(files)
 
 
 def _packing(config: TrainingConfig, reporter: EventReporter) -> bool:

@@ -82,9 +82,3 @@ def recipe_for(config: TrainingConfig) -> Recipe:
             f"is not supported by this trainer build yet (supported: {supported})"
         )
     return recipe
-
-
-def evaluation_enabled(config: TrainingConfig) -> bool:
-    """Evaluation is on when the job configures it with a strategy other than 'no'."""
-    eval_config = config.eval_config
-    return eval_config is not None and eval_config.eval_strategy.value != "no"

@@ -2,7 +2,9 @@
 
 A message is a `JobReference` (from submit) or a full `TrainRequest` (from
 another service; the job is created first, its id derived from the message so
-a redelivery finds the same job). Then the job is *claimed* in a Firestore
+a redelivery finds the same job). A job not yet validated is validated first, on CPU
+(`validating`, tuning.validating: its dataset checked and its tokens counted; a user error
+fails it before any GPU). Then the job is *claimed* in a Firestore
 transaction together with a GPU slot (`tuning.capacity`), launched, and the
 execution recorded on the job if the claim still holds:
 
@@ -75,6 +77,7 @@ from tuning.spec import (
 )
 from tuning.submission import job_id_for, record_published_job
 from tuning.tenancy import EVERY_CALLER, USABLE_BY_ANNOTATION
+from tuning.validating import needs_validation, validate_job
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +275,11 @@ def dispatch_job(job_id: str, *, services: Services) -> DispatchResult:
         # The tier (and so the capacity pool) is fixed at submit; the claim re-reads the
         # job in its transaction, so a job deleted meanwhile is still found missing there.
         found = services.jobs.find(job_id)
+        if found is not None and needs_validation(found):
+            # On CPU, before any slot: a job that fails here never claims a GPU.
+            found = validate_job(found, services)
+            if found is None:
+                return DispatchResult(DispatchOutcome.REJECTED, job_id)
         tier = settings.tier(found.placement.tier if found and found.placement else None)
         slots = GpuSlots.for_tier(services.jobs, settings, tier)
         claim = slots.claim(

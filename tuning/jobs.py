@@ -20,7 +20,8 @@ from tuning.spec import Method, Modality, TrainerType, TrainRequest
 
 
 class JobStatus(StrEnum):
-    QUEUED = "queued"
+    QUEUED = "queued"  # submitted; after validation, waiting for a GPU slot
+    VALIDATING = "validating"  # its dataset checked and tokens counted, on CPU, before any GPU
     PREPARING = "preparing"
     TRAINING = "training"
     EXPORTING = "exporting"
@@ -44,6 +45,7 @@ ACTIVE_STATUSES = (JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.EXPORTING)
 _RANK = {
     JobStatus.PAUSED: 0,  # at rest, like queued: a resumed job is queued again
     JobStatus.QUEUED: 0,
+    JobStatus.VALIDATING: 0,  # before any execution: no trainer event can follow it
     JobStatus.PREPARING: 1,
     JobStatus.TRAINING: 2,
     JobStatus.EXPORTING: 3,
@@ -164,6 +166,39 @@ class DatasetStats(Part):
     truncated_rows: int = Field(0, ge=0)
 
 
+class SplitCounts(Part):
+    """One split as the validation before any GPU read it."""
+
+    source: str = Field(..., description="The split file, or how the eval rows were held out.")
+    rows: int = Field(..., ge=0)
+    tokens: int | None = Field(
+        None, ge=0, description="Tokens trained on (each row cut at its limit); null: not counted."
+    )
+    truncated_rows: int | None = Field(None, ge=0, description="Rows longer than the limit.")
+    longest: int | None = Field(None, ge=0, description="The longest row, in tokens.")
+
+
+class Validation(Part):
+    """What the validation before any GPU found (`validating`), and the training it implies."""
+
+    row_format: str
+    train: SplitCounts
+    eval: SplitCounts | None = Field(None, description="Null: evaluation is off.")
+    token_limit: int = Field(..., description="max_seq_length (GRPO: max_prompt_length).")
+    tokens_note: str | None = Field(
+        None, description="Why tokens were not counted (the trainer counts them then)."
+    )
+    packed_rows: int | None = Field(
+        None, ge=0, description="Training sequences after packing (packing jobs)."
+    )
+    steps_per_epoch: int | None = Field(None, ge=0)
+    total_steps: int | None = Field(None, ge=0)
+    tokens_to_train: int | None = Field(
+        None, ge=0, description="Tokens over every epoch (or max_steps' share of them)."
+    )
+    validated_at: datetime | None = None
+
+
 class Placement(Part):
     """The GPU tier a job trains on and the memory estimate that chose it."""
 
@@ -260,6 +295,14 @@ class JobRecord(BaseModel):
     metrics: Metrics | None = None
     artifacts: Artifacts = Field(default_factory=Artifacts)
     dataset_stats: DatasetStats | None = None
+    validation: Validation | None = Field(
+        None, description="The validation before any GPU: rows, tokens and steps per split."
+    )
+    estimate: dict[str, Any] | None = Field(
+        None,
+        description="GPU time and cost estimated before training (tuning.pricing), kept to "
+        "compare with the actual run.",
+    )
     wandb_url: str | None = None
     error: JobError | None = None
 

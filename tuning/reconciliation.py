@@ -130,8 +130,12 @@ def reconcile_jobs(*, services: Services, now: datetime | None = None) -> Reconc
     return report
 
 
+# Before any execution: waiting for dispatch to validate the job or give it a slot.
+WAITING = (JobStatus.QUEUED, JobStatus.VALIDATING)
+
+
 def non_terminal_jobs(services: Services) -> Iterator[JobRecord]:
-    for status in (JobStatus.QUEUED, *ACTIVE_STATUSES):
+    for status in (JobStatus.QUEUED, JobStatus.VALIDATING, *ACTIVE_STATUSES):
         token = None
         while True:
             page = services.jobs.list_jobs(status=status, limit=100, page_token=token)
@@ -171,7 +175,7 @@ def reconcile_job(
         return end_job(job, status, services=services)
     if now - job.updated_at < stale:
         return None
-    if job.status is JobStatus.QUEUED:
+    if job.status in WAITING:  # a lost request, or a validation that ended unfinished
         return requeue(job, services=services, now=now)
     reporter(job, services).failed(
         f"no execution is recorded for this job and nothing was heard from it for "
@@ -239,7 +243,7 @@ def requeue(job: JobRecord, *, services: Services, now: datetime) -> Action:
     )
 
     def stamp(current: JobRecord) -> JobRecord | None:
-        waiting = current.status is JobStatus.QUEUED and not current.execution
+        waiting = current.status in WAITING and not current.execution
         if not (waiting or is_continuation(current)):
             return None
         return current.model_copy(update={"requeued_at": now})

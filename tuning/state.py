@@ -236,7 +236,7 @@ def pauses_at_once(job: JobRecord) -> bool:
     """Nothing is training for the job (queued, preparing, between two executions, or no
     execution recorded): it is paused without its trainer, and its execution if any stopped.
     Else its trainer checkpoints and stops, and its `handoff` pauses the job."""
-    if job.status in (JobStatus.QUEUED, JobStatus.PREPARING):
+    if job.status in (JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PREPARING):
         return True
     return job.execution is None or is_continuation(job)
 

@@ -1,4 +1,5 @@
-"""The submit function: `POST /train` queues a fine-tuning job.
+"""The submit function: `POST /train` queues a fine-tuning job; `POST /train:estimate` is its
+dry run.
 
 Answers 202 with the new job's id, or 200 with the same id when an Idempotency-Key
 (or the body's request_id) replays an earlier submit. Run it locally with:
@@ -12,6 +13,7 @@ import flask
 import functions_framework
 
 from tuning import http
+from tuning.api.estimate import estimate_train_request
 from tuning.api.intake import IDEMPOTENCY_HEADER, accept_train_request
 
 
@@ -27,7 +29,14 @@ def queue_job(request: flask.Request) -> flask.Response:
     return http.json_response(accepted.answer, 202 if accepted.created else 200)
 
 
-API = http.Api("submit", {"submit_training_job": queue_job})
+def estimate_job(request: flask.Request) -> flask.Response:
+    """POST /train:estimate."""
+    body = http.read_json_body(request)
+    answer = estimate_train_request(body, services=API.services, owner=API.caller(request))
+    return http.json_response(answer, 200)
+
+
+API = http.Api("submit", {"submit_training_job": queue_job, "estimate_training_job": estimate_job})
 
 
 @functions_framework.http

@@ -8,6 +8,7 @@ else (Firestore, Pub/Sub, GCS) is the emulators.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +17,23 @@ from typing import Any
 
 from tuning.errors import TuningError
 from tuning.gcp.pubsub import PubSubAdmin
-from tuning.jobs import JobRecord
+from tuning.jobs import JobRecord, SplitCounts, Validation
 from tuning.launchers import ExecutionState, ExecutionStatus
 from tuning.local.scratch import unique_names
 from tuning.services import Services
 from tuning.settings import LauncherSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# A small valid SFT dataset: dispatch validates a job's dataset before it claims a slot.
+SMALL_DATASET = b"".join(
+    json.dumps(
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+    ).encode()
+    + b"\n"
+    for i in range(8)
+)
+# The dataset ids the core tests' requests name.
+TEST_DATASETS = ("dataset_abc123", "ds1", "a")
 
 
 @dataclass
@@ -80,6 +91,9 @@ def start_core(unique: str, **variables: str) -> Core:
     services = Services(settings, launcher=launcher)
     for bucket in (settings.config_bucket, settings.data_bucket, settings.models_bucket):
         services.storage.create_bucket_if_absent(bucket)
+    for dataset in TEST_DATASETS:
+        prefix = settings.layout.dataset_prefix(dataset)
+        services.storage.upload_bytes(f"{prefix}train.jsonl", SMALL_DATASET)
     admin = PubSubAdmin(project)
     pulls = {}
     for topic in (settings.events_topic, settings.requests_topic, settings.notifications_topic):
@@ -96,8 +110,22 @@ def start_core(unique: str, **variables: str) -> Core:
     )
 
 
+# What dispatch's validation records for a job whose dataset passed (tuning.validating): jobs
+# made here start validated, as if their first delivery had checked them; a test of the
+# validation itself passes validation=None.
+VALIDATED = Validation(
+    row_format="messages",
+    train=SplitCounts(source="gs://data/processed_datasets/ds1/train.jsonl", rows=4, tokens=80),
+    token_limit=1024,
+    steps_per_epoch=1,
+    total_steps=3,
+    tokens_to_train=240,
+)
+
+
 def make_job(job_id: str, **fields: Any) -> JobRecord:
     fields.setdefault("created_at", T0)
+    fields.setdefault("validation", VALIDATED)
     fields.setdefault("updated_at", fields["created_at"])
     return JobRecord(
         job_id=job_id,

@@ -10,12 +10,15 @@ processes started by the local launcher, each steered by a control file per job.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from tests.emulator.event_core_fixtures import SMALL_DATASET
+from tuning.ids import SEGMENT_PATTERN
 from tuning.jobs import JobRecord
 from tuning.launchers.local import read_record
 from tuning.local.bootstrap import DeliveryPolicy
@@ -74,7 +77,10 @@ class EventCoreStack(ScratchStack):
     # Acting on the stack -----------------------------------------------------------
 
     def submit(self, request: TrainRequest | None = None, **behaviour: Any) -> str:
-        """Queue a job as the submit function does; `behaviour` steers its fake trainer."""
+        """Queue a job as the submit function does; `behaviour` steers its fake trainer.
+
+        Its dataset is uploaded first when absent (dispatch validates it before a slot)."""
+        self.ensure_dataset((request or train_request()).processed_dataset_id)
         submitted = submit_job(
             request or train_request(),
             services=self.services,
@@ -89,11 +95,24 @@ class EventCoreStack(ScratchStack):
         )
         return job_id
 
+    def ensure_dataset(self, dataset_id: str) -> None:
+        """A small valid SFT dataset under `dataset_id`, unless it has one."""
+        prefix = self.settings.layout.dataset_prefix(dataset_id)
+        if not self.services.storage.list(prefix):
+            self.services.storage.upload_bytes(f"{prefix}train.jsonl", SMALL_DATASET)
+
     def control(self, job_id: str, **behaviour: Any) -> None:
         """How the fake trainer behaves for one job (see tests/fixtures/fake_trainer.py)."""
         (self.workdir / "control" / f"{job_id}.json").write_text(json.dumps(behaviour))
 
     def publish_request(self, data: bytes, **attributes: str) -> str:
+        """Publish a message as another service does; a request's dataset is uploaded first."""
+        try:
+            dataset = json.loads(data).get("processed_dataset_id")
+        except (ValueError, AttributeError):
+            dataset = None
+        if isinstance(dataset, str) and re.fullmatch(SEGMENT_PATTERN, dataset):
+            self.ensure_dataset(dataset)
         return self.publisher.publish(self.settings.requests_topic, data, **attributes)
 
     def reconcile(self) -> dict[str, Any]:

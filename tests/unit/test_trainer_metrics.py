@@ -28,7 +28,8 @@ from trainer.metrics import (
     method_metrics,
     perplexity,
 )
-from trainer.recipes import evaluation_enabled, recipe_for
+from trainer.recipes import recipe_for
+from tuning.dataset.rules import evaluation_enabled
 from tuning.spec import TrainingConfig
 
 CPU = Hardware(cuda=False, bf16=False, flash_attention=False)

@@ -37,7 +37,7 @@ def accept_train_request(
     if idempotency_key is not None:
         _check_key(idempotency_key)
     request = parse_train_request(data)
-    _register_secrets(request)
+    register_secrets(request)
     submitted = submit_job(request, services=services, owner=owner, idempotency_key=idempotency_key)
     job = submitted.job
     with job_context(job.job_id):
@@ -49,7 +49,8 @@ def accept_train_request(
     return Accepted(answer=answer, created=submitted.created)
 
 
-def _register_secrets(request: TrainRequest) -> None:
+def register_secrets(request: TrainRequest) -> None:
+    """Make the log redactor hide the body's secret values before anything can log them."""
     if request.hf_token is not None:
         register_secret(request.hf_token.get_secret_value())
     wandb = request.training_config.wandb_config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,7 @@ from tuning.jobs import (
     Metrics,
     Placement,
     Progress,
+    Validation,
 )
 from tuning.samples import SampleLine
 from tuning.spec import GgufQuantization, Method, Modality, TrainerType, field_error
@@ -193,6 +194,14 @@ class JobDetail(Answer):
     lineage: LineageView | None = Field(
         None, description="The earlier job it continues (`training_config.from_job`)."
     )
+    validation: Validation | None = Field(
+        None,
+        description="What the validation before any GPU found (status `validating`): rows, "
+        "tokens and truncated rows per split, steps per epoch and in total.",
+    )
+    estimate: EstimateVsActual | None = Field(
+        None, description="The GPU time and cost estimated before training, beside the actual."
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord) -> JobDetail:
@@ -230,7 +239,60 @@ class JobDetail(Answer):
             resumed_from_step=job.resumed_from_step,
             placement=job.placement,
             lineage=LineageView.of(job.lineage) if job.lineage else None,
+            validation=job.validation,
+            estimate=EstimateVsActual.of(job),
         )
+
+
+class EstimateVsActual(Answer):
+    """The job's estimate on its own tier, and what the run measured once it trained."""
+
+    tier: str | None = None
+    estimated_seconds: float | None = Field(None, description="Training time estimated.")
+    estimated_cost_usd: float | None = None
+    estimated_steps: int | None = None
+    estimated_tokens: int | None = Field(None, description="Tokens over every epoch.")
+    actual_seconds: float | None = Field(None, description="train_runtime, once trained.")
+    actual_steps: int | None = None
+    actual_tokens_per_second: float | None = None
+    tiers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every tier's estimate (tuning.pricing.TierCost)."
+    )
+    note: str | None = None
+
+    @classmethod
+    def of(cls, job: JobRecord) -> EstimateVsActual | None:
+        estimate = job.estimate
+        if not estimate:
+            return None
+        tiers = [tier for tier in estimate.get("tiers") or [] if isinstance(tier, dict)]
+        own = next((tier for tier in tiers if tier.get("tier") == estimate.get("tier")), {})
+        metrics = job.metrics
+        return cls(
+            tier=estimate.get("tier"),
+            estimated_seconds=own.get("estimated_seconds"),
+            estimated_cost_usd=own.get("estimated_cost_usd"),
+            estimated_steps=estimate.get("steps"),
+            estimated_tokens=estimate.get("tokens"),
+            actual_seconds=metrics.train_runtime if metrics else None,
+            actual_steps=job.progress.step if job.progress and job.status.is_terminal else None,
+            actual_tokens_per_second=metrics.tokens_per_second if metrics else None,
+            tiers=tiers,
+            note=estimate.get("note"),
+        )
+
+
+class EstimateResponse(Answer):
+    """`POST /train:estimate`: what the job would train on, where, how long and at what cost."""
+
+    placement: Placement = Field(..., description="The tier chosen and its memory estimate.")
+    validation: Validation = Field(..., description="Rows, tokens and steps, as validated.")
+    estimate: dict[str, Any] = Field(
+        ...,
+        description="`tokens` and `steps` to train, and `tiers`: per tier the caller may use "
+        "(the chosen one first), tokens/s and where that figure came from, seconds and USD "
+        "with the price's source; `note` when time or cost cannot be estimated.",
+    )
 
 
 class LineageView(Answer):

@@ -17,6 +17,7 @@ from tuning.api.models import (
     DeleteResponse,
     DownloadLinks,
     DownloadQuery,
+    EstimateResponse,
     EventList,
     EventsQuery,
     Health,
@@ -86,6 +87,19 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 404, 409, 413, 415, 422, 503),
         body=TrainRequest,
         headers=(IDEMPOTENCY_KEY,),
+    ),
+    Operation(
+        operation_id="estimate_training_job",
+        method="POST",
+        path="/train:estimate",
+        function="submit",
+        summary="A dry run of POST /train that creates nothing: the same body and refusals, "
+        "then the dataset validated and its tokens counted as before a GPU (rows, tokens and "
+        "truncated rows per split, steps), the tier chosen, and GPU time and cost per tier.",
+        answers={200: (EstimateResponse, "What the job would train on, where, how long.")},
+        # 422 names the field: a bad row (processed_dataset_id), an unreadable model, ...
+        errors=(400, 401, 404, 413, 415, 422, 503),
+        body=TrainRequest,
     ),
     Operation(
         operation_id="list_jobs",

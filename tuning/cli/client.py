@@ -236,6 +236,10 @@ class ApiClient:
             "POST", self.endpoints.submit_url, "/train", json=request, headers=headers
         )
 
+    def estimate(self, request: dict[str, Any]) -> Any:
+        """POST /train:estimate: the request validated and priced, nothing created."""
+        return self._request("POST", self.endpoints.submit_url, "/train:estimate", json=request)
+
     def list_jobs(
         self, status: str | None = None, limit: int = 20, page_token: str | None = None
     ) -> Any:

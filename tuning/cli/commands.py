@@ -26,10 +26,21 @@ def register(sub: Any) -> None:
     parser.add_argument("file", type=Path)
     parser.add_argument("--idempotency-key", help="retrying with the same key returns the same job")
 
+    parser = add_command(
+        sub,
+        "estimate",
+        estimate,
+        "validate a request file's dataset and estimate its tokens, steps, GPU time and cost, "
+        "creating nothing",
+    )
+    parser.add_argument("file", type=Path)
+
     parser = add_command(sub, "list", list_jobs, "list jobs, newest first")
     parser.add_argument(
         "--status",
-        choices=sorted(TERMINAL | {"queued", "preparing", "training", "exporting", "paused"}),
+        choices=sorted(
+            TERMINAL | {"queued", "validating", "preparing", "training", "exporting", "paused"}
+        ),
     )
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--page-token")
@@ -96,6 +107,62 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def estimate(args: argparse.Namespace) -> int:
+    request = load_request(args.file)
+    try:
+        answer = client_from(args).estimate(request)
+    except ClientError as error:
+        raise locate_refusal(args.file, error) from None
+    if args.json:
+        print_json(answer)
+    else:
+        print(describe_estimate(answer))
+    return 0
+
+
+def describe_estimate(answer: dict[str, Any]) -> str:
+    validation = answer["validation"]
+    lines = [f"rows and tokens (cut at {validation['token_limit']} tokens)"]
+    for name in ("train", "eval"):
+        split = validation.get(name)
+        if not split:
+            continue
+        tokens = split.get("tokens")
+        counted = (
+            f"{tokens} tokens, {split.get('truncated_rows')} rows truncated, "
+            f"longest {split.get('longest')}"
+            if tokens is not None
+            else "tokens not counted"
+        )
+        lines.append(f"  {name:<6} {split['rows']} rows, {counted}  ({split['source']})")
+    if validation.get("tokens_note"):
+        lines.append(f"  note   {validation['tokens_note']}")
+    if validation.get("packed_rows") is not None:
+        lines.append(f"  packed into {validation['packed_rows']} sequences")
+    lines.append(
+        f"steps    {validation.get('steps_per_epoch')} per epoch, "
+        f"{validation.get('total_steps')} in total"
+    )
+    placement = answer["placement"]
+    lines.append(
+        f"tier     {placement['tier']} ({placement['gpu_count']} x {placement['gpu_type']})"
+    )
+    priced = answer.get("estimate") or {}
+    for tier in priced.get("tiers", []):
+        lines.append(f"  {tier['tier']:<16} {describe_cost(tier)}")
+    if priced.get("note"):
+        lines.append(f"  {priced['note']}")
+    return "\n".join(lines)
+
+
+def describe_cost(tier: dict[str, Any]) -> str:
+    seconds = tier.get("estimated_seconds")
+    cost = tier.get("estimated_cost_usd")
+    time = f"~{seconds / 60:.1f} min" if seconds is not None else "time unknown"
+    price = f", ~${cost:.2f}" if cost is not None else ", no price"
+    return f"{time}{price} ({tier.get('throughput_source')})"
+
+
 def list_jobs(args: argparse.Namespace) -> int:
     page = client_from(args).list_jobs(
         status=args.status, limit=args.limit, page_token=args.page_token
@@ -130,6 +197,18 @@ def describe(job: dict[str, Any]) -> str:
     for name, value in sorted((job.get("artifacts") or {}).items()):
         if value:
             lines.append(f"  {name:<16} {value}")
+    validation = job.get("validation") or {}
+    if validation.get("train"):
+        train = validation["train"]
+        tokens = f", {train['tokens']} tokens" if train.get("tokens") is not None else ""
+        lines.append(f"  validated {train['rows']} training rows{tokens}")
+    estimate = job.get("estimate") or {}
+    if estimate.get("estimated_seconds") is not None:
+        actual = estimate.get("actual_seconds")
+        versus = f", actual {actual:.0f} s" if actual is not None else ""
+        lines.append(
+            f"  estimate {estimate['estimated_seconds']:.0f} s on {estimate['tier']}{versus}"
+        )
     if job.get("error"):
         lines.append(f"  error    {job['error']}")
     return "\n".join(lines)

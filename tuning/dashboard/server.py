@@ -58,7 +58,9 @@ STATIC = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 VENDOR_FILES = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css"}
 MAX_SUBMIT_BYTES = 1024 * 1024  # the API's own body limit
-STATUSES: tuple[str, ...] = ("queued", "preparing", "training", "exporting", "paused")
+STATUSES: tuple[str, ...] = (
+    *("queued", "validating", "preparing", "training", "exporting", "paused"),
+)
 STATUSES += ("completed", "failed", "cancelled")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

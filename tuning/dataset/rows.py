@@ -168,9 +168,13 @@ def validate_rows(
     split: SplitFile,
     normalize: RowNormalizer,
     expected_format: RowFormat | None = None,
+    first_row: int = 0,
 ) -> tuple[RowFormat, list[dict[str, Any]]]:
-    """Normalize every row; raise one DatasetError listing the first problems found."""
-    if not rows:
+    """Normalize every row; raise one DatasetError listing the first problems found.
+
+    `first_row`: the index of rows[0] in its split, for a split checked in chunks.
+    """
+    if not rows and not first_row:
         raise DatasetError(f"split '{split.name}' ({split.uri}) has no rows")
     problems: list[RowProblem] = []
     normalized: list[dict[str, Any]] = []
@@ -179,19 +183,19 @@ def validate_rows(
         try:
             found, columns = normalize(row)
         except RowError as error:
-            problems.append(RowProblem(index, error.field, error.message))
+            problems.append(RowProblem(first_row + index, error.field, error.message))
             continue
         if row_format is None:
             row_format = found
         elif found is not row_format:
-            problems.append(
-                RowProblem(index, "", f"row is {found.value} but the dataset is {row_format.value}")
-            )
+            message = f"row is {found.value} but the dataset is {row_format.value}"
+            problems.append(RowProblem(first_row + index, "", message))
             continue
         normalized.append(columns)
     if problems:
         raise DatasetError(describe_problems(split, problems))
-    assert row_format is not None
+    if row_format is None:  # an empty chunk after the first
+        raise ValueError("no rows to check")
     return row_format, normalized
 
 

@@ -12,7 +12,7 @@ from tuning.dataset.formats import (
     prompt_row_normalizer,
 )
 from tuning.dataset.rows import RowNormalizer, normalize_sft_row
-from tuning.spec import Modality, RewardConfig, TrainerType
+from tuning.spec import Modality, RewardConfig, TrainerType, TrainingConfig
 
 # The row rules that need no job settings; GRPO's depend on its rewards (reference column).
 ROW_RULES: dict[tuple[TrainerType, Modality], RowNormalizer] = {
@@ -44,3 +44,10 @@ def row_rules(
     if trainer_type is TrainerType.GRPO:
         return prompt_row_normalizer(reward_config)
     return ROW_RULES[(trainer_type, modality)]
+
+
+def evaluation_enabled(config: TrainingConfig) -> bool:
+    """Evaluation is on when the job configures it with a strategy other than 'no' (then the
+    eval split is read and checked, or rows are held out of the train split)."""
+    eval_config = config.eval_config
+    return eval_config is not None and eval_config.eval_strategy.value != "no"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,32 +59,49 @@ def choose_splits(files: list[SplitFile]) -> tuple[SplitFile, SplitFile | None]:
 
 def read_rows(data: bytes, file: SplitFile) -> list[Any]:
     """The rows of a parquet or JSONL file, as plain Python values."""
+    return [row for chunk in row_chunks(data, file) for row in chunk]
+
+
+def row_chunks(data: bytes, file: SplitFile, size: int = 10_000) -> Iterator[list[Any]]:
+    """The rows of a parquet or JSONL file in chunks of `size`, so that a large split is checked
+    without holding every row as Python objects at once. Every broken JSONL line is counted
+    (the first few shown) once the file is read."""
     if file.suffix == ".jsonl":
-        rows = []
-        bad: list[str] = []  # every broken line counted, the first few shown
-        for index, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                bad.append(f"line {index + 1}: not valid JSON ({error.msg})")
-        if bad:
-            shown = bad[:MAX_REPORTED_PROBLEMS]
-            more = len(bad) - len(shown)
-            tail = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
-            raise DatasetError(f"split '{file.name}' ({file.uri}): " + "; ".join(shown) + tail)
-        return rows
+        yield from _jsonl_chunks(data, file, size)
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        for batch in parquet.iter_batches(batch_size=size):
+            yield batch.to_pylist()
     except (pa.ArrowInvalid, OSError) as error:
         raise DatasetError(
             f"split '{file.name}' ({file.uri}) is not a readable parquet file: {error}"
         ) from None
-    return table.to_pylist()
+
+
+def _jsonl_chunks(data: bytes, file: SplitFile, size: int) -> Iterator[list[Any]]:
+    rows: list[Any] = []
+    bad: list[str] = []
+    for index, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            bad.append(f"line {index + 1}: not valid JSON ({error.msg})")
+        if len(rows) == size and not bad:
+            yield rows
+            rows = []
+    if bad:
+        shown = bad[:MAX_REPORTED_PROBLEMS]
+        more = len(bad) - len(shown)
+        tail = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
+        raise DatasetError(f"split '{file.name}' ({file.uri}): " + "; ".join(shown) + tail)
+    if rows:
+        yield rows
 
 
 def holdout(

@@ -399,7 +399,7 @@
         act("Cancel", "cancel", () => action("cancel", "POST", `/jobs/${JOB_ID}/cancel`),
           !TERMINAL.has(s)),
         act("Pause", "pause", () => action("pause", "POST", `/jobs/${JOB_ID}/pause`),
-          ["queued", "preparing", "training"].includes(s) && !job.pause_requested_at),
+          ["queued", "validating", "preparing", "training"].includes(s) && !job.pause_requested_at),
         act("Resume", "resume", () => action("resume", "POST", `/jobs/${JOB_ID}/resume`),
           s === "paused"),
         act("Delete", "delete", () => action("delete", "DELETE", `/jobs/${JOB_ID}`,

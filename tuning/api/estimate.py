@@ -1,0 +1,57 @@
+"""`POST /train:estimate`: a dry run of `POST /train` that creates nothing.
+
+The body is a `/train` body. It is refused exactly as `/train` would refuse it (what it names
+must be the caller's: tuning.tenancy; its `from_job` the caller's: tuning.lineage; a tier that
+holds it among those open to the caller: tuning.placement), then the validation dispatch runs
+before any GPU (tuning.preflight) reads its dataset and counts its tokens, and tuning.estimating
+prices the training per tier. No record, config, secret or message is written; a secret value in
+the body is only used to read the base model's tokenizer from the Hub.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from tuning.api.intake import register_secrets
+from tuning.api.models import EstimateResponse
+from tuning.dataset.rules import evaluation_enabled
+from tuning.errors import InvalidRequestError
+from tuning.estimating import estimate
+from tuning.failures import DatasetError, PermanentError
+from tuning.lineage import check_parent
+from tuning.preflight import ModelUnreadableError, read_tokenizer, validate_dataset
+from tuning.services import Services
+from tuning.spec import parse_train_request
+from tuning.submission import place
+from tuning.tenancy import BASE_MODEL_FIELD, check_request
+
+DATASET_FIELD = "processed_dataset_id"
+
+
+def estimate_train_request(data: Any, *, services: Services, owner: str | None) -> EstimateResponse:
+    request = parse_train_request(data)
+    register_secrets(request)
+    check_request(request, owner=owner, settings=services.settings, secrets=services.secrets)
+    config = request.training_config
+    check_parent(config, owner=owner, services=services)
+    placement = place(request, services, owner=owner)
+    token = request.hf_token.get_secret_value() if request.hf_token is not None else None
+    try:
+        validation = validate_dataset(
+            config,
+            dataset_prefix=services.settings.layout.dataset_prefix(request.processed_dataset_id),
+            storage=services.storage,
+            tokenizing=functools.partial(
+                read_tokenizer, config.base_model_id, storage=services.storage, hf_token=token
+            ),
+            evaluate=evaluation_enabled(config),
+        )
+    except DatasetError as error:
+        raise InvalidRequestError(error.message, field=DATASET_FIELD) from None
+    except ModelUnreadableError as error:
+        raise InvalidRequestError(error.message, field=BASE_MODEL_FIELD) from None
+    except PermanentError as error:
+        raise InvalidRequestError(error.message) from None
+    priced = estimate(config, validation, placement, services, owner=owner)
+    return EstimateResponse(placement=placement, validation=validation, estimate=priced)
