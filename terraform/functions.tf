@@ -8,11 +8,13 @@ locals {
   # kind: api (HTTP, called by users), push (a Pub/Sub push subscription), scheduled (Cloud Scheduler).
   functions = {
     submit = {
-      entry_point     = "submit_training_job"
-      kind            = "api"
-      description     = "POST /train: validates and queues a fine-tuning job"
-      timeout_seconds = 60
-      memory          = "512Mi"
+      entry_point = "submit_training_job"
+      kind        = "api"
+      description = "POST /train: validates and queues a fine-tuning job; POST /train:estimate"
+      # POST /train:estimate reads the whole dataset and counts its tokens (tuning/preflight.py):
+      # the split file's bytes plus one int per row, and the base model's tokenizer.
+      timeout_seconds = 300
+      memory          = "2Gi"
     }
     status = {
       entry_point     = "serve_job_status"
@@ -29,11 +31,15 @@ locals {
       memory          = "512Mi"
     }
     dispatch = {
-      entry_point     = "dispatch_training_request"
-      kind            = "push"
-      description     = "training-requests -> starts a trainer execution when a GPU slot is free"
-      timeout_seconds = 120
-      memory          = "512Mi"
+      entry_point = "dispatch_training_request"
+      kind        = "push"
+      description = "training-requests -> validates a job, then starts a trainer execution when a GPU slot is free"
+      # The validation before any GPU (tuning/validating.py) reads the dataset and counts its
+      # tokens within one delivery: 540 s makes the push ack deadline (timeout + 60 s) Pub/Sub's
+      # largest, 600 s (https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions,
+      # ackDeadlineSeconds). 2Gi holds a split file of about a million chat rows as bytes.
+      timeout_seconds = 540
+      memory          = "2Gi"
     }
     on_job_event = {
       entry_point     = "record_job_event"

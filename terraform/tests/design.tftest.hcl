@@ -79,9 +79,10 @@ run "design" {
     condition = alltrue([
       for key, subscription in google_pubsub_subscription.push :
       subscription.ack_deadline_seconds > local.functions[local.push_subscriptions[key].function].timeout_seconds
+      && subscription.ack_deadline_seconds <= 600
       && length(subscription.retry_policy) == 1
     ])
-    error_message = "Push subscriptions need a retry policy and an ack deadline above their function's timeout."
+    error_message = "Push subscriptions need a retry policy and an ack deadline above their function's timeout and within Pub/Sub's 600 s."
   }
   assert {
     condition = alltrue([

@@ -193,8 +193,32 @@ def test_job_with_an_invalid_dataset_fails_as_a_user_error(local_stack: LocalSta
     job = local_stack.wait_for(local_stack.submit(request, "broken"), finished)
 
     assert job["status"] == "failed"
-    assert job["error"]["type"] == "user"
-    assert "row" in job["error"]["message"]
+    assert job["error"]["type"] == "user" and job["error"]["code"] == "invalid_dataset"
+    assert "row 1, field 'messages': no assistant message" in job["error"]["message"]
+    # Refused by dispatch's validation before any GPU: no execution was ever started.
+    assert job["executions"] == 0 and job["execution"] is None
+
+
+def test_the_dry_run_counts_what_the_trainer_trained_and_the_job_keeps_its_estimate(
+    local_stack: LocalStack, completed_job: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "estimate.json"
+    path.write_text(json.dumps(quick_request(local_stack)))
+
+    answer = json.loads(local_stack.cli("--json", "estimate", str(path)).stdout)
+    printed = local_stack.cli("estimate", str(path)).stdout
+
+    validation, stats = answer["validation"], completed_job["dataset_stats"]
+    assert validation["train"]["rows"] == stats["train_rows"]
+    assert validation["train"]["tokens"] == stats["train_tokens"]
+    assert validation["train"]["truncated_rows"] == stats["truncated_rows"]
+    assert validation["total_steps"] == completed_job["progress"]["total_steps"] == 6
+    assert completed_job["validation"]["train"] == validation["train"]
+    estimate = completed_job["estimate"]
+    assert estimate["tier"] == answer["placement"]["tier"]
+    assert estimate["estimated_steps"] == 6 and estimate["actual_steps"] == 6
+    assert estimate["actual_seconds"] > 0 and estimate["estimated_seconds"] is not None
+    assert f"{stats['train_rows']} rows, {stats['train_tokens']} tokens" in printed
 
 
 def test_job_on_a_two_gpu_tier_trains_as_two_processes_with_one_set_of_events(

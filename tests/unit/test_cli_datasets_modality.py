@@ -116,3 +116,26 @@ def test_tokens_are_counted_without_importing_torch(tmp_path: Path) -> None:
     assert report == {"torch": False, "code": 0}
     assert (stats["tokens"], stats["max_tokens"]) == (5, 3)
     assert "terminate called" not in result.stderr
+
+
+def test_with_a_chat_template_tokens_are_counted_as_the_trainer_counts_them(
+    tmp_path: Path,
+) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tuning.cli.data_commands import check_file
+
+    vocabulary = {"[UNK]": 0, "hi": 1, "hello": 2, "there": 3, "turn": 4}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    model = tmp_path / "model"
+    model.mkdir()
+    tokenizer.save(str(model / "tokenizer.json"))
+    template = "{% for m in messages %}turn {{ m['content'] }} {% endfor %}"
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    split = write_jsonl(tmp_path / "train.jsonl", [chat("hi", "hello there"), chat("hi", "hi")])
+
+    stats = check_file(split, "sft", model)
+
+    # "turn hi turn hello there" and "turn hi turn hi": the template's words count too.
+    assert (stats["tokens"], stats["max_tokens"]) == (9, 5)

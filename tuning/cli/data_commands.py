@@ -85,13 +85,18 @@ def check_file(
     stats: dict[str, Any] = {"rows": len(rows), "format": row_format.value, "modality": modality}
     if tokenizer is None:
         stats["words"] = sum(len(text.split()) for text in texts)
-    else:
-        from tuning.cli.token_counts import count_tokens
+        return stats
+    from tuning.cli.token_counts import count_tokens, templated_counter
 
+    counter = templated_counter(tokenizer)
+    if counter is not None:  # counted as dispatch and the trainer count: through the template
+        try:
+            counts = counter.row_lengths(rows, row_format, split=split_file)
+        except DatasetError as error:
+            raise ClientError(str(error)) from None
+    else:  # no chat template: the rows' text
         counts = count_tokens(tokenizer, texts)
-        stats.update(
-            tokens=sum(counts), max_tokens=max(counts), mean_tokens=sum(counts) / len(counts)
-        )
+    stats.update(tokens=sum(counts), max_tokens=max(counts), mean_tokens=sum(counts) / len(counts))
     return stats
 
 

@@ -13,8 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuning.cli.client import ClientError
+from tuning.dataset.tokens import TOKENIZER_FILES, ChatTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+def templated_counter(model_dir: Path) -> ChatTokenizer | None:
+    """The counter dispatch's validation and the trainer use, when the folder has a
+    tokenizer.json and a chat template (tuning.dataset.tokens); None otherwise."""
+    if not (model_dir / TOKENIZER_FILE).is_file():
+        return None
+    present = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    counter = ChatTokenizer.from_files({path.name: path.read_bytes() for path in present})
+    return counter if counter.chat_template else None
 
 
 def count_tokens(model_dir: Path, texts: list[str]) -> list[int]:
