@@ -288,6 +288,25 @@ def test_a_bad_job_file_shows_the_field_error_on_the_submit_page(
     assert not [job for job in listing["jobs"] if job["job_name"] == "dashboard-bad-file"]
 
 
+def test_the_submit_page_estimates_a_job_without_creating_it(
+    local_stack: LocalStack, page: Page, dashboard: Dashboard
+) -> None:
+    page.goto(f"{dashboard.base_url}/submit")
+    request = quick_request(local_stack)
+    request["job_name"] = "dashboard-estimate-only"
+    page.locator("#job-text").fill(yaml.safe_dump(request, sort_keys=False))
+    page.locator("#estimate-job").click()
+
+    estimate = page.locator("#estimate")
+    estimate.wait_for(timeout=60_000)
+    text = estimate.inner_text()
+    assert "nothing was created" in text and "train: " in text and " tokens, " in text
+    assert "steps: " in text and page.locator(".tier-estimate").count() >= 1
+    screenshot(page, "submit-estimate")
+    listing = json.loads(local_stack.cli("--json", "list", "--limit", "100").stdout)
+    assert not [job for job in listing["jobs"] if job["job_name"] == "dashboard-estimate-only"]
+
+
 def test_the_proxy_refuses_requests_without_its_token_or_from_another_origin(
     local_stack: LocalStack, dashboard: Dashboard, page: Page
 ) -> None:

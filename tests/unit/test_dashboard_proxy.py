@@ -272,6 +272,21 @@ def test_a_submitted_yaml_job_is_forwarded_as_json_with_its_idempotency_key(
     issuer.verify(sent["headers"]["Authorization"].removeprefix("Bearer "), audience=URLS["submit"])
 
 
+def test_an_estimate_goes_to_the_dry_run_route_without_an_idempotency_key(
+    client: Client, session: FakeSession
+) -> None:
+    session.answers[("POST", "/train:estimate")] = (200, {"validation": {}, "estimate": {}})
+
+    response = api(
+        client, "POST", "/api/train:estimate", json={"text": JOB_YAML, "idempotency_key": "k"}
+    )
+
+    assert response.status_code == 200 and response.json == {"validation": {}, "estimate": {}}
+    [sent] = session.sent
+    assert sent["url"] == f"{URLS['submit']}/train:estimate"
+    assert "Idempotency-Key" not in sent["headers"]
+
+
 def test_a_field_the_api_refuses_comes_back_with_its_line(
     client: Client, session: FakeSession
 ) -> None:

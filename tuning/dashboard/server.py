@@ -134,6 +134,7 @@ URLS = Map(
         Rule("/static/<name>", endpoint="static", methods=["GET"]),
         Rule("/api/jobs", endpoint="api:list", methods=["GET"]),
         Rule("/api/train", endpoint="api:submit", methods=["POST"]),
+        Rule("/api/train:estimate", endpoint="api:estimate", methods=["POST"]),
         Rule("/api/jobs/<job_id>", endpoint="api:get", methods=["GET"]),
         Rule("/api/jobs/<job_id>", endpoint="api:delete", methods=["DELETE"]),
         Rule("/api/jobs/<job_id>/events", endpoint="api:events", methods=["GET"]),
@@ -254,8 +255,8 @@ class Dashboard:
         refused = self.guard.check_api(request)
         if refused is not None:
             return refused
-        if name == "submit":
-            return self.submit(request)
+        if name in {"submit", "estimate"}:
+            return self.submit(request, dry_run=name == "estimate")
         return self.proxy(name, request, values.get("job_id"))
 
     def page(self, name: str, job_id: str | None) -> Response:
@@ -326,7 +327,9 @@ class Dashboard:
 
         return list(self._pool.map(detail, jobs))
 
-    def submit(self, request: Request) -> Response:
+    def submit(self, request: Request, *, dry_run: bool = False) -> Response:
+        """The job text parsed and sent to POST /train, or to POST /train:estimate (the dry
+        run: nothing is created, no idempotency key is needed)."""
         if (request.content_length or 0) > MAX_SUBMIT_BYTES:
             return refusal(413, "too_large", "a job file is at most 1 MiB")
         try:
@@ -341,10 +344,11 @@ class Dashboard:
         except jobfile.JobFileError as error:
             return json_response({"error": error.as_dict()}, 400)
         key = body.get("idempotency_key")
-        headers = {"Idempotency-Key": key} if isinstance(key, str) and key else {}
+        headers = {"Idempotency-Key": key} if isinstance(key, str) and key and not dry_run else {}
+        path = "/train:estimate" if dry_run else "/train"
         try:
             with self.client() as client:
-                answer = client.forward("POST", "submit", "/train", body=job, headers=headers)
+                answer = client.forward("POST", "submit", path, body=job, headers=headers)
         except ClientError as error:
             return upstream_error(error, text)
         return json_response(answer)

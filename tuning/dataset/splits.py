@@ -85,7 +85,10 @@ def row_chunks(data: bytes, file: SplitFile, size: int = 10_000) -> Iterator[lis
 def _jsonl_chunks(data: bytes, file: SplitFile, size: int) -> Iterator[list[Any]]:
     rows: list[Any] = []
     bad: list[str] = []
-    for index, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+    # Line by line from the bytes: a decoded copy of a large file and a list of its lines
+    # would each cost as much memory as the file again.
+    for index, raw in enumerate(io.BytesIO(data)):
+        line = raw.decode("utf-8", errors="replace")
         if not line.strip():
             continue
         try:

@@ -691,6 +691,18 @@
       } });
     const errors = el("div", { id: "submit-errors", "aria-live": "polite" });
     const button = el("button", { id: "submit-job", type: "submit" }, "Submit");
+    const estimateButton = el("button", { id: "estimate-job", type: "button", onclick: async () => {
+      estimateButton.disabled = true;
+      replace(errors, el("p", { class: "muted" }, "validating the dataset and counting tokens..."));
+      try {
+        const answer = await api("POST", "/train:estimate", { text: text.value });
+        replace(errors, estimateView(answer));
+      } catch (error) {
+        showErrors(error);
+      } finally {
+        estimateButton.disabled = false;
+      }
+    } }, "Estimate");
     let key = null; // one idempotency key per text: a double click submits once
     text.addEventListener("input", () => { key = null; });
     const form = el("form", { id: "submit-form", onsubmit: async (event) => {
@@ -707,10 +719,30 @@
         button.disabled = false;
       }
     } }, el("label", { class: "block" }, "Job file ", file), text,
-    el("div", { class: "toolbar" }, button), errors);
+    el("div", { class: "toolbar" }, estimateButton, " ", button), errors);
     replace(main, el("h1", {}, "Submit a job"),
       el("p", { class: "muted" }, "Paste or load a YAML or JSON job (as for `tuning submit`)."),
       form);
+
+    function estimateView(answer) {
+      // The dry run (POST /train:estimate): what the job would train on, where, how long.
+      const v = answer.validation;
+      const split = (name) => v[name] ? el("li", {}, `${name}: ${v[name].rows} rows` +
+        (v[name].tokens != null ? `, ${v[name].tokens} tokens, ${v[name].truncated_rows} ` +
+          `truncated at ${v.token_limit}` : ", tokens not counted")) : null;
+      const tiers = (answer.estimate.tiers || []).map((t) => el("li", { class: "tier-estimate" },
+        `${t.tier} (${t.gpu_count} x ${t.gpu_type}): ` +
+        (t.estimated_seconds != null ? `~${(t.estimated_seconds / 60).toFixed(1)} min` : "time unknown") +
+        (t.estimated_cost_usd != null ? `, ~$${t.estimated_cost_usd.toFixed(2)}` : ", no price")));
+      return el("div", { id: "estimate" },
+        el("h2", {}, "Estimate (nothing was created)"),
+        el("ul", {}, split("train"), split("eval"),
+          el("li", {}, `steps: ${v.steps_per_epoch} per epoch, ${v.total_steps} in total`),
+          el("li", {}, `tier: ${answer.placement.tier}`)),
+        v.tokens_note ? el("p", { class: "muted" }, v.tokens_note) : null,
+        el("ul", {}, tiers),
+        answer.estimate.note ? el("p", { class: "muted" }, answer.estimate.note) : null);
+    }
 
     function showErrors(error) {
       const detail = (error.body && error.body.error) || { message: error.message };
