@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from tuning.dataset.rows import RowFormat, RowNormalizer, validate_rows
 from tuning.dataset.rules import UnsupportedPairError, row_rules
 from tuning.dataset.splits import SplitFile, choose_splits, row_chunks, split_files
-from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, ChatTokenizer
+from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, CannotCountError, ChatTokenizer
 from tuning.errors import NotFoundError
 from tuning.failures import DatasetError, UserError
 from tuning.gcp.storage import GcsStore
@@ -45,6 +45,8 @@ PACKING_BATCH_ROWS = 1000
 DEFAULT_HOLDOUT = 0.1
 HUB = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 20
+# How much of a parser's complaint about a model's file an error message quotes.
+MAX_QUOTED = 200
 
 
 class ModelUnreadableError(UserError):
@@ -90,7 +92,30 @@ def _snapshot_tokenizer(prefix: str, storage: GcsStore) -> Tokenizing:
     }
     if TOKENIZER_FILE not in files:
         return Tokenizing(None, f"{prefix} has no {TOKENIZER_FILE}; the trainer counts tokens")
-    return Tokenizing(ChatTokenizer.from_files(files))
+    return Tokenizing(_parse_tokenizer(files, source=prefix))
+
+
+def _parse_tokenizer(files: dict[str, bytes], *, source: str) -> ChatTokenizer:
+    """The tokenizer of a model's files, which anyone who uploaded the model wrote: a file
+    that cannot be parsed (or a template that does not compile) is the model's user error,
+    never an exception that fails the delivery (and so is redelivered, again and again)."""
+    from jinja2 import TemplateError
+
+    try:
+        tokenizer = ChatTokenizer.from_files(files)
+        tokenizer.compile_template()
+    except TemplateError as error:
+        raise ModelUnreadableError(
+            f"training_config.base_model_id: the chat template of {source} does not compile: "
+            f"{str(error)[:MAX_QUOTED]}"
+        ) from None
+    except Exception as error:  # tokenizers raises a bare Exception; JSON, UTF-8: ValueError
+        raise ModelUnreadableError(
+            f"training_config.base_model_id: the tokenizer files of {source} cannot be read "
+            f"({type(error).__name__}: {str(error)[:MAX_QUOTED]}); upload the model folder "
+            "again or name another"
+        ) from None
+    return tokenizer
 
 
 def _hub_tokenizer(repo_id: str, hf_token: str | None) -> Tokenizing:
@@ -121,7 +146,13 @@ def _hub_tokenizer(repo_id: str, hf_token: str | None) -> Tokenizing:
                 "counts tokens then)",
             )
         files[name] = answer.content
-    return Tokenizing(ChatTokenizer.from_files(files))
+    try:
+        return Tokenizing(_parse_tokenizer(files, source=repo_id))
+    except ModelUnreadableError as error:  # the trainer reads the Hub's files itself
+        logger.info("%s", error.message)
+        return Tokenizing(
+            None, f"{repo_id}'s tokenizer could not be read here; the trainer counts tokens"
+        )
 
 
 # The dataset --------------------------------------------------------------------------------
@@ -133,6 +164,7 @@ class _SplitRead:
     row_format: RowFormat
     lengths: list[int] | None  # tokens per row; None: not counted
     rows: int
+    note: str | None = None  # why its tokens were not counted, when the model's files say
 
 
 def validate_dataset(
@@ -175,7 +207,7 @@ def validate_dataset(
             eval_file,
             storage,
             normalize,
-            tokenizer,
+            tokenizer if train.lengths is not None else None,
             max_length=hp.max_seq_length,
             expected=train.row_format,
         )
@@ -206,7 +238,7 @@ def validate_dataset(
         train=train_counts,
         eval=eval_counts,
         token_limit=limit,
-        tokens_note=counting.note,
+        tokens_note=counting.note or train.note,
         packed_rows=packed,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
@@ -230,19 +262,23 @@ def _read_split(
         raise DatasetError(f"split '{file.name}' ({file.uri}) is gone; upload it again") from None
     row_format = expected
     lengths: list[int] | None = [] if tokenizer is not None else None
+    note = None
     count = 0
     for chunk in row_chunks(data, file):
         row_format, rows = validate_rows(
             chunk, split=file, normalize=normalize, expected_format=row_format, first_row=count
         )
         if lengths is not None and tokenizer is not None:
-            lengths += tokenizer.row_lengths(
-                rows, row_format, split=file, max_length=max_length, first_row=count
-            )
+            try:
+                lengths += tokenizer.row_lengths(
+                    rows, row_format, split=file, max_length=max_length, first_row=count
+                )
+            except CannotCountError as error:  # the rows are still checked
+                lengths, note = None, f"{error}; the trainer counts tokens"
         count += len(chunk)
     if row_format is None or count == 0:
         raise DatasetError(f"split '{file.name}' ({file.uri}) has no rows")
-    return _SplitRead(file, row_format, lengths, count)
+    return _SplitRead(file, row_format, lengths, count, note)
 
 
 def _counts(source: str, rows: int, lengths: list[int] | None, limit: int) -> SplitCounts:

@@ -70,6 +70,12 @@ class TokenizerFilesError(ValueError):
     """The model folder has no tokenizer this module can read (no tokenizer.json)."""
 
 
+class CannotCountError(ValueError):
+    """The model's files do not say how the trainer tokenizes these rows (chat rows and no
+    chat template: the trainer then uses the Gemma one; vision rows and no image expansion):
+    no count, rather than a wrong one."""
+
+
 @dataclass(frozen=True)
 class ImageExpansion:
     marker: str  # what the template writes per image (<start_of_image>)
@@ -121,10 +127,9 @@ class ChatTokenizer:
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template writes it (jinja2's TemplateError if rejected)."""
-        if self._template is None:
-            if not self.chat_template:
-                raise ValueError("the model has no chat template")
-            self._template = _compile(self.chat_template)
+        if not self.chat_template:
+            raise CannotCountError("the model has no chat template")
+        self.compile_template()
         return str(
             self._template.render(
                 messages=[{k: v for k, v in m.items() if v is not None} for m in messages],
@@ -132,6 +137,11 @@ class ChatTokenizer:
                 **self.special_tokens,
             )
         )
+
+    def compile_template(self) -> None:
+        """Compile the chat template now (jinja2's TemplateSyntaxError if it is broken)."""
+        if self._template is None and self.chat_template:
+            self._template = _compile(self.chat_template)
 
     def count(self, texts: list[str], *, add_special_tokens: bool) -> list[int]:
         lengths: list[int] = []
@@ -225,7 +235,7 @@ class ChatTokenizer:
     def _vision_texts(self, row: dict[str, Any]) -> list[Piece]:
         """The whole text, then the text up to the end of the last image (truncation check)."""
         if self.image is None:
-            raise ValueError("the model's processor does not say how it expands images")
+            raise CannotCountError("the model's processor does not say how it expands images")
         marker, expanded = self.image.marker, self.image.expanded
         text = self.render(row["messages"])
         head, _, _ = text.rpartition(marker)
