@@ -2,6 +2,7 @@
 
     python tools/llama_cpp.py fetch            # pip download + extract (about 30 s)
     python tools/llama_cpp.py build-quantizer  # cmake build of llama-quantize (4 min, 2 idle cores)
+    python tools/llama_cpp.py build            # llama-quantize and the chat CLI (`make llama-cpp`)
     python tools/llama_cpp.py where            # print what the trainer will use
 
 Build time only: the trainer itself never downloads (see trainer/llama_cpp.py). Both commands
@@ -38,6 +39,7 @@ from trainer.llama_cpp import (
     cached_source_dir,
     find_source_dir,
 )
+from tuning.llama_cpp_cache import CLI_BINARY, cached_binary
 
 PACKAGE = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
 SDIST_FILE = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -139,19 +141,29 @@ def _build_stamp() -> str:
 
 def build_quantizer(jobs: int | None = None) -> Path:
     """Build llama-quantize into the cache unless an identical build is there; return its path."""
+    return build_binaries([QUANTIZE_BINARY], jobs)[0]
+
+
+def build_binaries(targets: list[str], jobs: int | None = None) -> list[Path]:
+    """Build these llama.cpp targets into the cache's bin/, each unless an identical build of
+    it is there; return their paths. One cmake build for all: they share libllama and common,
+    so the chat CLI beside the quantizer costs one more source file and a link."""
     fetch()
-    binary, stamp = cached_quantizer(), cached_quantizer().with_name(_STAMP)
+    binaries = [cached_binary(target) for target in targets]
     with _locked():
-        if binary.is_file() and stamp.is_file() and stamp.read_text() == _build_stamp():
-            return binary
+        missing = [
+            target for target, binary in zip(targets, binaries, strict=True) if not _built(binary)
+        ]
+        if not missing:
+            return binaries
         for tool in ("cmake", "c++"):
             if shutil.which(tool) is None:
-                raise LlamaCppBuildError(f"building {QUANTIZE_BINARY} needs `{tool}` on PATH")
+                raise LlamaCppBuildError(f"building {' '.join(missing)} needs `{tool}` on PATH")
         build = cache_dir() / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         jobs = jobs or os.cpu_count() or 1
         _say(  # measured: 4 min 6 s on 2 idle cores; 16 min once on a busy 2-core machine
-            f"building {QUANTIZE_BINARY} with {jobs} jobs (about 4 minutes on 2 idle cores, "
+            f"building {' '.join(missing)} with {jobs} jobs (about 4 minutes on 2 idle cores, "
             "up to 4 times that on a busy machine)"
         )
         started = time.monotonic()
@@ -159,17 +171,30 @@ def build_quantizer(jobs: int | None = None) -> Path:
         subprocess.run(
             ["cmake", "-S", source, "-B", str(build), *generator, *CMAKE_FLAGS], check=True
         )
+        targets_flags = [flag for target in missing for flag in ("--target", target)]
         subprocess.run(
-            ["cmake", "--build", str(build), "--target", QUANTIZE_BINARY, "-j", str(jobs)],
-            check=True,
+            ["cmake", "--build", str(build), *targets_flags, "-j", str(jobs)], check=True
         )
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        partial = binary.with_name(f".{binary.name}.partial")
-        shutil.copy2(build / "bin" / QUANTIZE_BINARY, partial)
-        os.replace(partial, binary)
-        stamp.write_text(_build_stamp())
-        _say(f"built {binary} in {time.monotonic() - started:.0f} s")
-        return binary
+        for target in missing:
+            binary = cached_binary(target)
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            partial = binary.with_name(f".{binary.name}.partial")
+            shutil.copy2(build / "bin" / target, partial)
+            os.replace(partial, binary)
+            _stamp(binary).write_text(_build_stamp())
+        _say(f"built {' '.join(missing)} in {time.monotonic() - started:.0f} s")
+        return binaries
+
+
+def _stamp(binary: Path) -> Path:
+    # llama-quantize's stamp kept its first name, so an existing cache is not rebuilt.
+    name = _STAMP if binary.name == QUANTIZE_BINARY else f"{_STAMP}-{binary.name}"
+    return binary.with_name(name)
+
+
+def _built(binary: Path) -> bool:
+    stamp = _stamp(binary)
+    return binary.is_file() and stamp.is_file() and stamp.read_text() == _build_stamp()
 
 
 def where() -> None:
@@ -182,6 +207,8 @@ def where() -> None:
         binary if binary.is_file() else "missing (run: python tools/llama_cpp.py build-quantizer)"
     )
     print(f"quantizer: {built}")
+    cli = cached_binary(CLI_BINARY)
+    print(f"chat CLI:  {cli if cli.is_file() else 'missing (run: make llama-cpp)'}")
     try:
         tools = LlamaCppTools.locate()
     except Exception as error:  # reported, not raised: this command only describes
@@ -197,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     fetch_parser.add_argument("--sdist", type=Path, help="use this downloaded sdist instead")
     build_parser = commands.add_parser("build-quantizer", help="build llama-quantize (cached)")
     build_parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPUs)")
+    both_parser = commands.add_parser(
+        "build", help=f"build {QUANTIZE_BINARY} and {CLI_BINARY}, the chat CLI (cached)"
+    )
+    both_parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPUs)")
     commands.add_parser("where", help="print the cache and what the trainer will use")
     args = parser.parse_args(argv)
     try:
@@ -204,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             print(fetch(args.sdist))
         elif args.command == "build-quantizer":
             print(build_quantizer(args.jobs))
+        elif args.command == "build":
+            print("\n".join(map(str, build_binaries([QUANTIZE_BINARY, CLI_BINARY], args.jobs))))
         else:
             where()
     except (LlamaCppBuildError, subprocess.CalledProcessError) as error:

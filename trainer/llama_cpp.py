@@ -20,13 +20,15 @@ from pathlib import Path
 
 from trainer.errors import PermanentError, UnsupportedError, UserError
 from tuning.jobs import ErrorType
+from tuning.llama_cpp_cache import CACHE_ENV as CACHE_ENV  # the pins and paths live there
+from tuning.llama_cpp_cache import LLAMA_CPP_PYTHON_VERSION as LLAMA_CPP_PYTHON_VERSION
+from tuning.llama_cpp_cache import cache_dir as cache_dir
+from tuning.llama_cpp_cache import cached_binary
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # sha256 of llama_cpp_python-0.3.36.tar.gz as PyPI serves it; the fetch tool refuses any other.
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 LLAMA_CPP_DIR_ENV = "LLAMA_CPP_DIR"
 LLAMA_QUANTIZE_ENV = "LLAMA_QUANTIZE"
-CACHE_ENV = "GEMMA_TUNING_CACHE"
 CONVERT_SCRIPT = "convert_hf_to_gguf.py"
 QUANTIZE_BINARY = "llama-quantize"
 _LOG_TAIL_LINES = 25
@@ -68,22 +70,12 @@ GGUF_INCOMPATIBLE_FIX = (
 )
 
 
-def cache_dir() -> Path:
-    """Where the fetch/build tool keeps the pinned sources and the built quantizer."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        root = str(
-            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gemma-tuning"
-        )
-    return Path(root).expanduser() / f"llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
-
-
 def cached_source_dir() -> Path:
     return cache_dir() / "llama.cpp"
 
 
 def cached_quantizer() -> Path:
-    return cache_dir() / "bin" / QUANTIZE_BINARY
+    return cached_binary(QUANTIZE_BINARY)
 
 
 def find_source_dir(path: Path) -> Path | None:
