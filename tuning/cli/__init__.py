@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tuning.cli import commands, data_commands, sample_commands
+    from tuning.cli import chat, commands, data_commands, sample_commands
     from tuning.dashboard import cli as dashboard_cli
 
     parser = argparse.ArgumentParser(
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.register(sub)
     sample_commands.register(sub)
+    chat.register(sub)
     data_commands.register(sub)
     dashboard_cli.register(sub)
     return parser

@@ -326,23 +326,29 @@ def download(args: argparse.Namespace) -> int:
         checkpoint=getattr(args, "checkpoint", None),
         quantization=quantization,
     )
-    files = answer.get("files") or [{"download_url": answer["download_url"]}]
-    args.output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for entry in files:
-        url = entry["download_url"]
-        relative = entry.get("path") or Path(unquote(urlparse(url).path)).name
-        if relative.startswith("/") or ".." in Path(relative).parts:
-            raise ClientError(f"refusing to write {relative!r} outside {args.output}")
-        target = args.output / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fetch(url, target)
-        written.append(str(target))
+    written = [str(path) for path in write_files(answer, args.output)]
     if args.json:
         print_json({**answer, "written": written})
     else:
         print("\n".join(written))
     return 0
+
+
+def write_files(answer: dict[str, Any], output: Path) -> list[Path]:
+    """Fetch every file of a download route's answer into `output`, by its relative path."""
+    files = answer.get("files") or [{"download_url": answer["download_url"]}]
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in files:
+        url = entry["download_url"]
+        relative = entry.get("path") or Path(unquote(urlparse(url).path)).name
+        if relative.startswith("/") or ".." in Path(relative).parts:
+            raise ClientError(f"refusing to write {relative!r} outside {output}")
+        target = output / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fetch(url, target)
+        written.append(target)
+    return written
 
 
 def fetch(url: str, target: Path) -> None:
