@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class FolderStore:
@@ -42,6 +42,9 @@ class FolderStore:
 
     def download_bytes(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
+
+    def open_read(self, uri: str) -> BinaryIO:
+        return self._path(uri).open("rb")
 
 
 def write_split(path: Path, rows: int) -> None:
@@ -86,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline = time.perf_counter() - started
 
         config = parse_train_request(
-            {"processed_dataset_id": "big", "training_config": {"base_model_id": "gs://models/tiny/"}}
+            {
+                "processed_dataset_id": "big",
+                "training_config": {"base_model_id": "gs://models/tiny/"},
+            }
         ).training_config
         counter = ChatTokenizer.from_files(files)
         started = time.perf_counter()

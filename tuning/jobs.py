@@ -298,6 +298,12 @@ class JobRecord(BaseModel):
     validation: Validation | None = Field(
         None, description="The validation before any GPU: rows, tokens and steps per split."
     )
+    validation_started_at: datetime | None = Field(
+        None, description="When its latest validation try began."
+    )
+    validation_attempts: int = Field(
+        0, ge=0, description="Validation tries begun (one that died is retried, a few times)."
+    )
     estimate: dict[str, Any] | None = Field(
         None,
         description="GPU time and cost estimated before training (tuning.pricing), kept to "

@@ -18,18 +18,21 @@ dispatch, which is not given the job's secrets) it leaves to the trainer and say
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
 
+from tuning.dataset.isolated import CountingLimitError, IsolatedCounter, UnreadableModelFiles
 from tuning.dataset.rows import RowFormat, RowNormalizer, validate_rows
 from tuning.dataset.rules import UnsupportedPairError, row_rules
 from tuning.dataset.splits import SplitFile, choose_splits, row_chunks, split_files
-from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, CannotCountError, ChatTokenizer
+from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, CannotCountError
 from tuning.errors import NotFoundError
 from tuning.failures import DatasetError, UserError
 from tuning.gcp.storage import GcsStore
@@ -43,6 +46,9 @@ CONFIG_FILE = "config.json"
 # of this many rows (datasets' default batch_size).
 PACKING_BATCH_ROWS = 1000
 DEFAULT_HOLDOUT = 0.1
+# How long counting may take in all (tuning.dataset.isolated's deadline): inside dispatch's
+# 540 s with room for reading the splits; the estimate route passes its own.
+COUNTING_SECONDS = 420.0
 HUB = "https://huggingface.co"
 HUB_TIMEOUT_SECONDS = 20
 # How much of a parser's complaint about a model's file an error message quotes.
@@ -59,12 +65,29 @@ class UnsupportedJobError(UserError):
     code = "unsupported"
 
 
+class RowCounter(Protocol):
+    def row_lengths(
+        self,
+        rows: list[dict[str, Any]],
+        row_format: RowFormat,
+        *,
+        split: SplitFile,
+        max_length: int | None = None,
+        first_row: int = 0,
+    ) -> list[int]: ...
+
+
 @dataclass(frozen=True)
 class Tokenizing:
-    """The tokenizer to count with, or why there is none."""
+    """What to count with: a model's tokenizer files, which are counted in a child process
+    with limits (tuning.dataset.isolated: they are whatever the model's uploader wrote), or a
+    counter of trusted files in this process (benchmarks); or neither, and why."""
 
-    tokenizer: ChatTokenizer | None
+    files: Mapping[str, bytes] | None = None
+    source: str = ""
+    from_hub: bool = False  # the Hub's files are the trainer's to judge: unreadable is a note
     note: str | None = None
+    counter: RowCounter | None = None
 
 
 def read_tokenizer(base_model_id: str, *, storage: GcsStore, hf_token: str | None) -> Tokenizing:
@@ -91,31 +114,8 @@ def _snapshot_tokenizer(prefix: str, storage: GcsStore) -> Tokenizing:
         name: storage.download_bytes(prefix + name) for name in TOKENIZER_FILES if name in names
     }
     if TOKENIZER_FILE not in files:
-        return Tokenizing(None, f"{prefix} has no {TOKENIZER_FILE}; the trainer counts tokens")
-    return Tokenizing(_parse_tokenizer(files, source=prefix))
-
-
-def _parse_tokenizer(files: dict[str, bytes], *, source: str) -> ChatTokenizer:
-    """The tokenizer of a model's files, which anyone who uploaded the model wrote: a file
-    that cannot be parsed (or a template that does not compile) is the model's user error,
-    never an exception that fails the delivery (and so is redelivered, again and again)."""
-    from jinja2 import TemplateError
-
-    try:
-        tokenizer = ChatTokenizer.from_files(files)
-        tokenizer.compile_template()
-    except TemplateError as error:
-        raise ModelUnreadableError(
-            f"training_config.base_model_id: the chat template of {source} does not compile: "
-            f"{str(error)[:MAX_QUOTED]}"
-        ) from None
-    except Exception as error:  # tokenizers raises a bare Exception; JSON, UTF-8: ValueError
-        raise ModelUnreadableError(
-            f"training_config.base_model_id: the tokenizer files of {source} cannot be read "
-            f"({type(error).__name__}: {str(error)[:MAX_QUOTED]}); upload the model folder "
-            "again or name another"
-        ) from None
-    return tokenizer
+        return Tokenizing(note=f"{prefix} has no {TOKENIZER_FILE}; the trainer counts tokens")
+    return Tokenizing(files=files, source=prefix)
 
 
 def _hub_tokenizer(repo_id: str, hf_token: str | None) -> Tokenizing:
@@ -125,7 +125,7 @@ def _hub_tokenizer(repo_id: str, hf_token: str | None) -> Tokenizing:
     import requests
 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return Tokenizing(None, "the Hub is off here (HF_HUB_OFFLINE); the trainer counts tokens")
+        return Tokenizing(note="the Hub is off here (HF_HUB_OFFLINE); the trainer counts tokens")
     endpoint = os.environ.get("HF_ENDPOINT", HUB).rstrip("/")
     headers = {"Authorization": f"Bearer {hf_token}"} if hf_token else {}
     files: dict[str, bytes] = {}
@@ -135,24 +135,17 @@ def _hub_tokenizer(repo_id: str, hf_token: str | None) -> Tokenizing:
             answer = requests.get(url, headers=headers, timeout=HUB_TIMEOUT_SECONDS)
         except requests.RequestException as error:
             logger.info("the Hub could not be reached for %s: %s", repo_id, type(error).__name__)
-            return Tokenizing(None, "the Hub could not be reached; the trainer counts tokens")
+            return Tokenizing(note="the Hub could not be reached; the trainer counts tokens")
         if answer.status_code == 404 and name != TOKENIZER_FILE:
             continue  # an optional file this model does not have
         if answer.status_code != 200:  # gated without a token, private, or not found
             return Tokenizing(
-                None,
-                f"the Hub did not give {repo_id}'s tokenizer (HTTP {answer.status_code}: a "
+                note=f"the Hub did not give {repo_id}'s tokenizer (HTTP {answer.status_code}: a "
                 "gated or private model is read with the job's token by the trainer, which "
                 "counts tokens then)",
             )
         files[name] = answer.content
-    try:
-        return Tokenizing(_parse_tokenizer(files, source=repo_id))
-    except ModelUnreadableError as error:  # the trainer reads the Hub's files itself
-        logger.info("%s", error.message)
-        return Tokenizing(
-            None, f"{repo_id}'s tokenizer could not be read here; the trainer counts tokens"
-        )
+    return Tokenizing(files=files, source=repo_id, from_hub=True)
 
 
 # The dataset --------------------------------------------------------------------------------
@@ -174,11 +167,13 @@ def validate_dataset(
     storage: GcsStore,
     tokenizing: Callable[[], Tokenizing],
     evaluate: bool,
+    counting_seconds: float = COUNTING_SECONDS,
 ) -> Validation:
     """Check every row of the splits the trainer will read and count their tokens.
 
     `tokenizing` is called once the dataset is found: a job naming no dataset fails without
-    a read of its model.
+    a read of its model. Counting stops after `counting_seconds` (or when its worker hits a
+    limit): the rows are still checked, and the note says the trainer counts the tokens.
     """
     try:
         normalize = row_rules(config.trainer_type, config.modality, config.reward_config)
@@ -194,9 +189,61 @@ def validate_dataset(
             "(processed_dataset_id; upload one with `tuning datasets upload FILE --id ID`)"
         )
     train_file, eval_file = choose_splits(files)
+    with _opened(tokenizing(), seconds=counting_seconds) as (tokenizer, tokens_note):
+        return _validate_splits(
+            config,
+            storage=storage,
+            normalize=normalize,
+            tokenizer=tokenizer,
+            tokens_note=tokens_note,
+            train_file=train_file,
+            eval_file=eval_file,
+            evaluate=evaluate,
+        )
+
+
+@contextlib.contextmanager
+def _opened(
+    counting: Tokenizing, *, seconds: float
+) -> Iterator[tuple[RowCounter | None, str | None]]:
+    """The counter of `counting` (its worker started, stopped after), and its note."""
+    if counting.counter is not None or counting.files is None:
+        yield counting.counter, counting.note
+        return
+    try:
+        counter = IsolatedCounter(counting.files, seconds=seconds)
+    except UnreadableModelFiles as error:
+        if counting.from_hub:  # the trainer reads the Hub's files itself
+            logger.info("%s's tokenizer is unreadable here: %s", counting.source, error)
+            yield (
+                None,
+                f"{counting.source}'s tokenizer could not be read here; the trainer counts tokens",
+            )
+            return
+        what = "chat template" if error.template else "tokenizer files"
+        raise ModelUnreadableError(
+            f"training_config.base_model_id: the {what} of {counting.source} cannot be read "
+            f"({str(error)[:MAX_QUOTED]}); upload the model folder again or name another"
+        ) from None
+    except CountingLimitError as error:
+        yield None, f"{error}; the trainer counts tokens"
+        return
+    with counter:
+        yield counter, counting.note
+
+
+def _validate_splits(
+    config: TrainingConfig,
+    *,
+    storage: GcsStore,
+    normalize: RowNormalizer,
+    tokenizer: RowCounter | None,
+    tokens_note: str | None,
+    train_file: SplitFile,
+    eval_file: SplitFile | None,
+    evaluate: bool,
+) -> Validation:
     hp = config.hyperparameters
-    counting = tokenizing()
-    tokenizer = counting.tokenizer
     train = _read_split(train_file, storage, normalize, tokenizer, max_length=hp.max_seq_length)
     limit = hp.max_prompt_length if config.trainer_type is TrainerType.GRPO else hp.max_seq_length
     eval_counts: SplitCounts | None = None
@@ -238,7 +285,7 @@ def validate_dataset(
         train=train_counts,
         eval=eval_counts,
         token_limit=limit,
-        tokens_note=counting.note or train.note,
+        tokens_note=tokens_note or train.note,
         packed_rows=packed,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
@@ -251,15 +298,27 @@ def _read_split(
     file: SplitFile,
     storage: GcsStore,
     normalize: RowNormalizer,
-    tokenizer: ChatTokenizer | None,
+    tokenizer: RowCounter | None,
     *,
     max_length: int,
     expected: RowFormat | None = None,
 ) -> _SplitRead:
     try:
-        data = storage.download_bytes(file.uri)
+        data = storage.open_read(file.uri)  # read as it goes: a split may be gigabytes
     except NotFoundError:  # deleted between the listing and the read
         raise DatasetError(f"split '{file.name}' ({file.uri}) is gone; upload it again") from None
+    with data:
+        return _check_chunks(data, file, normalize, tokenizer, max_length, expected)
+
+
+def _check_chunks(
+    data: BinaryIO,
+    file: SplitFile,
+    normalize: RowNormalizer,
+    tokenizer: RowCounter | None,
+    max_length: int,
+    expected: RowFormat | None,
+) -> _SplitRead:
     row_format = expected
     lengths: list[int] | None = [] if tokenizer is not None else None
     note = None
@@ -273,7 +332,7 @@ def _read_split(
                 lengths += tokenizer.row_lengths(
                     rows, row_format, split=file, max_length=max_length, first_row=count
                 )
-            except CannotCountError as error:  # the rows are still checked
+            except (CannotCountError, CountingLimitError) as error:  # rows are still checked
                 lengths, note = None, f"{error}; the trainer counts tokens"
         count += len(chunk)
     if row_format is None or count == 0:

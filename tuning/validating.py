@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import timedelta
 from typing import Any
 
 from tuning.dataset.rules import evaluation_enabled
 from tuning.errors import NotFoundError
 from tuning.estimating import estimate
 from tuning.failures import PermanentError
-from tuning.jobs import ErrorType, JobRecord, JobStatus, Validation
+from tuning.jobs import ErrorType, JobRecord, JobStatus, Validation, utcnow
 from tuning.preflight import dataset_stats, describe, read_tokenizer, validate_dataset
 from tuning.reporting import EventReporter
 from tuning.services import Services
@@ -31,6 +32,11 @@ from tuning.spec import TrainingConfig, TrainRequest
 
 logger = logging.getLogger(__name__)
 
+# Tries of a validation before the job fails (a try that dies is retried by the redelivery).
+MAX_VALIDATION_ATTEMPTS = 3
+# How long a validation may be in progress (dispatch's timeout, 540 s, is shorter): a job still
+# `validating` after that was left by a delivery that died.
+VALIDATION_LIFETIME = timedelta(seconds=600)
 VALIDATING_REASON = "validating: checking the dataset and counting its tokens before any GPU"
 WAITING_REASON = "waiting for a GPU slot"
 
@@ -46,11 +52,23 @@ def validate_job(job: JobRecord, services: Services) -> JobRecord | None:
     """Validate the job; the record for the claim to judge, or None when it failed
     validation (its `failed` event published) or was deleted."""
 
+    now = utcnow()
+
     def begin(current: JobRecord) -> JobRecord | None:
         if not needs_validation(current):
             return None
+        began = current.validation_started_at
+        if current.status is JobStatus.VALIDATING and began and now - began < VALIDATION_LIFETIME:
+            return None  # another delivery is validating it now: this one validates too
+        # The first try, or one after a try that died (its function timed out or ran out of
+        # memory): counted, so that a job whose validation cannot finish does not loop.
         return current.model_copy(
-            update={"status": JobStatus.VALIDATING, "status_reason": VALIDATING_REASON}
+            update={
+                "status": JobStatus.VALIDATING,
+                "status_reason": VALIDATING_REASON,
+                "validation_started_at": now,
+                "validation_attempts": current.validation_attempts + 1,
+            }
         )
 
     started = services.jobs.update(job.job_id, begin)
@@ -58,8 +76,10 @@ def validate_job(job: JobRecord, services: Services) -> JobRecord | None:
         return None  # deleted meanwhile
     if not needs_validation(started.after):
         return started.after  # validated by another delivery, or stopped: the claim decides
-    # (Still `validating` and unvalidated: an earlier delivery ended mid-way; validate again.)
     job = started.after
+    if job.validation_attempts > MAX_VALIDATION_ATTEMPTS:
+        _fail(job, ValidationUnfinishedError(_unfinished(job)), services)
+        return None
     try:
         request = _request_of(job, services)
         config = request.training_config
@@ -120,6 +140,22 @@ def _request_of(job: JobRecord, services: Services) -> TrainRequest:
         return TrainRequest.model_validate(services.storage.download_json(uri))
     except NotFoundError:
         raise BrokenJobConfigError(f"the job's config {uri} is missing") from None
+
+
+class ValidationUnfinishedError(PermanentError):
+    """Every try of the job's validation died before it finished (time or memory)."""
+
+    code = "validation_unfinished"
+
+
+def _unfinished(job: JobRecord) -> str:
+    return (
+        f"the validation before any GPU did not finish in {MAX_VALIDATION_ATTEMPTS} tries (each "
+        f"ran out of dispatch's time or memory): processed_dataset_id "
+        f"'{job.processed_dataset_id}' may be too large to read in one delivery, or the base "
+        "model's chat template too slow; split the dataset into a smaller train file, or ask "
+        "the operator for more dispatch memory"
+    )
 
 
 class BrokenJobConfigError(PermanentError):

@@ -8,6 +8,7 @@ files in the models bucket, as `tuning models upload` leaves a snapshot.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tuning.dataset.tokens import TOKENIZER_FILES, ChatTokenizer
 from tuning.dispatching import DispatchOutcome, dispatch_job
 from tuning.errors import TransientError
 from tuning.events import FailedEvent, parse_event
-from tuning.jobs import JobStatus
+from tuning.jobs import JobStatus, utcnow
 from tuning.spec import parse_train_request
 from tuning.submission import submit_job
 
@@ -218,3 +219,50 @@ def test_a_validation_cut_short_runs_again_on_the_redelivery(
 
     assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.LAUNCHED
     assert core.services.jobs.get(job_id).validation is not None
+
+
+def test_a_validation_that_keeps_dying_fails_the_job_instead_of_looping(
+    core: Core, tokenizer_files: dict[str, bytes]
+) -> None:
+    base = model_uri(core, tokenizer_files)
+    upload(core, "huge", "train", rows(4))
+    job_id = submit(core, "huge", base)
+    # Three tries began long ago and none finished (their function was killed each time).
+    long_ago = utcnow() - timedelta(hours=1)
+    core.services.jobs.update(
+        job_id,
+        lambda job: job.model_copy(
+            update={
+                "status": JobStatus.VALIDATING,
+                "validation_attempts": 3,
+                "validation_started_at": long_ago,
+            }
+        ),
+    )
+
+    assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.REJECTED
+    assert core.launcher.launched == []
+    error = failure(core, job_id).payload.error
+    assert error.code == "validation_unfinished" and "processed_dataset_id 'huge'" in error.message
+
+
+def test_a_delivery_while_another_validates_does_not_count_as_a_try(
+    core: Core, tokenizer_files: dict[str, bytes]
+) -> None:
+    base = model_uri(core, tokenizer_files)
+    upload(core, "busy", "train", rows(4))
+    job_id = submit(core, "busy", base)
+    just_now = utcnow()
+    core.services.jobs.update(
+        job_id,
+        lambda job: job.model_copy(
+            update={
+                "status": JobStatus.VALIDATING,
+                "validation_attempts": 3,
+                "validation_started_at": just_now,
+            }
+        ),
+    )
+
+    assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.LAUNCHED
+    assert core.services.jobs.get(job_id).validation_attempts == 3

@@ -10,6 +10,7 @@ the trainer brings (trainer/modeling.py): its chat rows are checked, not counted
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -42,6 +43,9 @@ class Store:
         if uri not in self.objects:
             raise NotFoundError(uri)
         return self.objects[uri]
+
+    def open_read(self, uri: str) -> io.BytesIO:
+        return io.BytesIO(self.download_bytes(uri))
 
 
 def tokenizer_json() -> bytes:
@@ -123,7 +127,7 @@ def test_an_unparsable_tokenizer_file_is_the_models_user_error(replaced: dict[st
 
 
 def test_a_template_that_does_not_compile_is_the_models_error_not_every_rows() -> None:
-    with pytest.raises(ModelUnreadableError, match=r"chat template of .* does not compile"):
+    with pytest.raises(ModelUnreadableError, match=r"chat template of .* \(it does not compile"):
         validate(model_files(chat_template__jinja=b"{% for %}"))
 
 
@@ -141,3 +145,46 @@ def test_a_model_without_a_chat_template_checks_its_rows_and_leaves_counting() -
     assert validation.train.rows == 3
     assert validation.train.tokens is None
     assert validation.tokens_note and "no chat template" in validation.tokens_note
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # The sandbox caps range() at 100,000 but not nested loops: 10^10 iterations.
+        b"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        # Gigabytes of string, which the sandbox does not refuse either.
+        b"{{ 'a' * 3000000000 }}",
+    ],
+    ids=["hours-of-loops", "gigabytes-of-string"],
+)
+def test_a_template_that_would_hold_the_function_is_stopped_and_the_rows_still_checked(
+    template: bytes,
+) -> None:
+    import time
+
+    from tuning import preflight
+
+    objects = {
+        MODEL + name: data for name, data in model_files(chat_template__jinja=template).items()
+    }
+    objects[DATASET + "train.jsonl"] = "\n".join(json.dumps(row) for row in ROWS).encode()
+    storage: Any = Store(objects)
+    request = parse_train_request(
+        {"processed_dataset_id": "ds", "training_config": {"base_model_id": MODEL}}
+    )
+    started = time.monotonic()
+
+    validation = preflight.validate_dataset(
+        request.training_config,
+        dataset_prefix=DATASET,
+        storage=storage,
+        tokenizing=lambda: read_tokenizer(MODEL, storage=storage, hf_token=None),
+        evaluate=False,
+        counting_seconds=5,
+    )
+
+    assert time.monotonic() - started < 20  # the worker was stopped, not waited for
+    assert validation.train.rows == 3 and validation.train.tokens is None
+    assert (
+        validation.tokens_note is not None and "the trainer counts tokens" in validation.tokens_note
+    )

@@ -201,3 +201,16 @@ def test_holdout_keeps_at_least_one_row_on_each_side() -> None:
 def test_rows_survive_a_json_round_trip() -> None:
     row = {"prompt": "a", "completion": "b"}
     assert normalize_sft_row(json.loads(json.dumps(row)))[1] == row
+
+
+def test_a_jsonl_line_longer_than_the_cap_is_refused_by_its_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tuning.dataset import splits
+
+    monkeypatch.setattr(splits, "MAX_LINE_BYTES", 1024)
+    data = b'{"prompt": "a", "completion": "b"}\n' + b'{"prompt": "' + b"x" * 4096 + b'"}\n'
+    file = splits.SplitFile("train", "gs://d/processed_datasets/x/train.jsonl", ".jsonl")
+
+    with pytest.raises(DatasetError, match=r"line 2 is longer than"):
+        list(splits.row_chunks(data, file))

@@ -27,6 +27,9 @@ from tuning.submission import place
 from tuning.tenancy import BASE_MODEL_FIELD, check_request
 
 DATASET_FIELD = "processed_dataset_id"
+# Counting's share of the submit function's 300 s (terraform/functions.tf); past it the answer
+# comes without token counts, and a note says so.
+ESTIMATE_COUNTING_SECONDS = 200.0
 
 
 def estimate_train_request(data: Any, *, services: Services, owner: str | None) -> EstimateResponse:
@@ -46,6 +49,7 @@ def estimate_train_request(data: Any, *, services: Services, owner: str | None) 
                 read_tokenizer, config.base_model_id, storage=services.storage, hf_token=token
             ),
             evaluate=evaluation_enabled(config),
+            counting_seconds=ESTIMATE_COUNTING_SECONDS,
         )
     except DatasetError as error:
         raise InvalidRequestError(error.message, field=DATASET_FIELD) from None

@@ -158,9 +158,16 @@ def describe_estimate(answer: dict[str, Any]) -> str:
 def describe_cost(tier: dict[str, Any]) -> str:
     seconds = tier.get("estimated_seconds")
     cost = tier.get("estimated_cost_usd")
-    time = f"~{seconds / 60:.1f} min" if seconds is not None else "time unknown"
-    price = f", ~${cost:.2f}" if cost is not None else ", no price"
-    return f"{time}{price} ({tier.get('throughput_source')})"
+    if seconds is None:
+        time = "time unknown"
+    elif seconds < 60:
+        time = "under a minute of training"
+    else:
+        time = f"~{seconds / 60:.0f} min of training"
+    price = f", ~${cost:.2f}" if cost is not None and cost >= 0.01 else ""
+    if cost is None:
+        price = ", no price (the operator's gpu_pricing sets one)"
+    return f"{time}{price}; start-up and export not included ({tier.get('throughput_source')})"
 
 
 def list_jobs(args: argparse.Namespace) -> int:

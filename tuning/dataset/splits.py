@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from tuning.failures import DatasetError
 
@@ -20,6 +20,8 @@ EVAL_SPLIT_NAMES = ("test", "validation", "eval", "evaluation")
 # Parquet first: when a split exists in both formats, the typed one wins.
 SUFFIXES = (".parquet", ".jsonl")
 MAX_REPORTED_PROBLEMS = 5
+# The longest JSONL line read (a row with its images as base64 fits many times over).
+MAX_LINE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,20 @@ def read_rows(data: bytes, file: SplitFile) -> list[Any]:
     return [row for chunk in row_chunks(data, file) for row in chunk]
 
 
-def row_chunks(data: bytes, file: SplitFile, size: int = 10_000) -> Iterator[list[Any]]:
-    """The rows of a parquet or JSONL file in chunks of `size`, so that a large split is checked
-    without holding every row as Python objects at once. Every broken JSONL line is counted
-    (the first few shown) once the file is read."""
+def row_chunks(data: bytes | BinaryIO, file: SplitFile, size: int = 10_000) -> Iterator[list[Any]]:
+    """The rows of a parquet or JSONL file (its bytes, or a binary file read as it goes) in
+    chunks of `size`, so that a large split is checked without holding every row as Python
+    objects at once. Every broken JSONL line is counted (the first few shown) once the file is
+    read; a line over MAX_LINE_BYTES is refused (a row that large is no training example)."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     if file.suffix == ".jsonl":
-        yield from _jsonl_chunks(data, file, size)
+        yield from _jsonl_chunks(source, file, size)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(io.BytesIO(data))
+        parquet = pq.ParquetFile(source)
         for batch in parquet.iter_batches(batch_size=size):
             yield batch.to_pylist()
     except (pa.ArrowInvalid, OSError) as error:
@@ -82,19 +86,26 @@ def row_chunks(data: bytes, file: SplitFile, size: int = 10_000) -> Iterator[lis
         ) from None
 
 
-def _jsonl_chunks(data: bytes, file: SplitFile, size: int) -> Iterator[list[Any]]:
+def _jsonl_chunks(source: BinaryIO, file: SplitFile, size: int) -> Iterator[list[Any]]:
     rows: list[Any] = []
     bad: list[str] = []
-    # Line by line from the bytes: a decoded copy of a large file and a list of its lines
-    # would each cost as much memory as the file again.
-    for index, raw in enumerate(io.BytesIO(data)):
+    # Line by line: a decoded copy of a large file and a list of its lines would each cost as
+    # much memory as the file again.
+    index = 0
+    while raw := source.readline(MAX_LINE_BYTES + 1):
+        index += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DatasetError(
+                f"split '{file.name}' ({file.uri}): line {index} is longer than "
+                f"{MAX_LINE_BYTES // 2**20} MiB; a row is one training example"
+            )
         line = raw.decode("utf-8", errors="replace")
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as error:
-            bad.append(f"line {index + 1}: not valid JSON ({error.msg})")
+            bad.append(f"line {index}: not valid JSON ({error.msg})")
         if len(rows) == size and not bad:
             yield rows
             rows = []

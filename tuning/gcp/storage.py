@@ -19,7 +19,7 @@ import secrets
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, BinaryIO, Protocol, Self, cast
 
 import google.auth
 import google.auth.credentials
@@ -41,6 +41,9 @@ from tuning.gcp.access_boundary import AccessBoundaryError, Operation, StorageBo
 from tuning.gcp.errors import google_api_errors
 from tuning.gcp.permissions import requires
 from tuning.layout import GCS_SCHEME, gcs_uri, is_safe_object_name, parse_gcs_uri
+
+# What one ranged read of a large object fetches (GcsStore.open_read).
+READ_CHUNK_BYTES = 8 * 2**20
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +337,15 @@ class GcsStore:
         blob = self._blob(uri, Operation.READ)
         with _api_errors(uri):
             return bytes(blob.download_as_bytes())
+
+    @requires("storage.objects.get")
+    def open_read(self, uri: str) -> BinaryIO:
+        """The object as a file read in ranged chunks (for one too large to hold at once);
+        NotFoundError when it does not exist."""
+        blob = self._blob(uri, Operation.READ)
+        with _api_errors(uri):
+            blob.reload()  # its size and generation: the reader reads that generation only
+            return cast(BinaryIO, blob.open("rb", chunk_size=READ_CHUNK_BYTES))
 
     @requires("storage.objects.get")
     def download_json(self, uri: str) -> Any:
