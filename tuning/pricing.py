@@ -457,8 +457,13 @@ def _throughput(
     history: ThroughputHistory | None,
     override: GpuPricing | None,
 ) -> tuple[float | None, str]:
-    """The tier's tokens a second and where the figure comes from."""
-    if history is not None:
+    """The tier's tokens a second and where the figure comes from.
+
+    History counts only for Hub models: their names are public, while a `gs://` snapshot may
+    be one team's, and an estimate's source switching to history (and its figure moving with
+    each completion) would tell other callers when that team's jobs completed.
+    """
+    if history is not None and not base_model_id.startswith("gs://"):
         key = ThroughputKey(tier.name, base_model_id, str(method), str(trainer_type))
         measured = history.lookup(key)
         if measured is not None and measured.jobs >= HISTORY_MIN_JOBS:

@@ -180,6 +180,17 @@ def test_history_is_used_from_k_jobs_and_beats_the_operator_and_the_table():
     assert after.estimated_seconds == 36_000_000 / 2500
 
 
+def test_history_never_speaks_for_a_gs_snapshot_which_may_be_one_teams():
+    snapshot = "gs://models/base_models/team-a/gemma/"
+    history = History(
+        {key(base_model_id=snapshot): MeasuredThroughput(jobs=50, tokens_per_second=2500)}
+    )
+
+    (cost,) = estimate(history=history, base_model_id=snapshot)
+
+    assert cost.throughput_source.startswith("table:")
+
+
 def test_history_is_kept_per_tier_model_method_and_trainer_type():
     history = History({key(method="QLoRA"): MeasuredThroughput(jobs=50, tokens_per_second=1.0)})
 
