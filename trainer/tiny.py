@@ -1,6 +1,7 @@
 """Tiny Gemma models for tests and the local demo, built offline in about a second.
 
     python -m trainer.tiny --out .local/tiny-gemma3 [--family gemma2|gemma3-vision] [--seed 0]
+        [--llama-cpp-layers] [--words cat black ...]
 
 The tokenizer is a real sentencepiece BPE model (with byte fallback) trained on
 generated text, with Gemma's special tokens at Gemma's ids for pad/eos/bos/unk,
@@ -23,6 +24,7 @@ import argparse
 import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,26 +45,36 @@ IMAGE_TOKENS = 4  # soft tokens per image: the 4x4 patch grid average-pooled to 
 VOCAB_SIZE = 1024
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 _COMMON = ["the", "a", "is", "of", "and", "to", "what", "which", "colour", "answer", "yes", "no"]
+_WORD_LINES = 1000
 
 
-def generated_corpus(seed: int, lines: int = 3000) -> list[str]:
-    """Varied enough text (words, digits, punctuation) to fill a ~1k BPE vocabulary."""
+def generated_corpus(seed: int, lines: int = 3000, words: Sequence[str] = ()) -> list[str]:
+    """Varied enough text (words, digits, punctuation) to fill a ~1k BPE vocabulary.
+
+    `words` are mentioned often enough (in 1,000 more lines) that BPE learns each, with its
+    leading space, as one piece: a task on them is then a mapping of single tokens, which a tiny
+    random model learns in a few hundred steps (the demo's animals and colours)."""
     rng = random.Random(seed)
-    words = ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(2, 8))) for _ in range(500)]
-    words += _COMMON
+    pool = ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(2, 8))) for _ in range(500)]
+    pool += _COMMON
     corpus = []
     for _ in range(lines):
-        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(3, 14)))
+        sentence = " ".join(rng.choice(pool) for _ in range(rng.randint(3, 14)))
         corpus.append(f"{sentence.capitalize()} {rng.randint(0, 9999)}{rng.choice('.?!,:')}")
+    if words:
+        mentions = random.Random(seed + 1)
+        for _ in range(_WORD_LINES):
+            sentence = " ".join(mentions.choice(words) for _ in range(mentions.randint(3, 10)))
+            corpus.append(f"{sentence.capitalize()}.")
     return corpus
 
 
-def train_sentencepiece(seed: int = 0) -> bytes:
+def train_sentencepiece(seed: int = 0, words: Sequence[str] = ()) -> bytes:
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(generated_corpus(seed)),
+        sentence_iterator=iter(generated_corpus(seed, words=words)),
         model_writer=model,
         model_type="bpe",
         vocab_size=VOCAB_SIZE,
@@ -114,7 +126,9 @@ def bpe_vocab_and_merges(model: bytes) -> tuple[dict[str, int], list[tuple[str, 
     return vocab, [(left, right) for *_, left, right in merges]
 
 
-def build_tokenizer(directory: Path, *, family: str, seed: int = 0) -> Any:
+def build_tokenizer(
+    directory: Path, *, family: str, seed: int = 0, words: Sequence[str] = ()
+) -> Any:
     """Write tokenizer.model and the fast tokenizer files into `directory`."""
     from transformers import AddedToken, GemmaTokenizer
     from trl.chat_template_utils import gemma3_chat_template, gemma_chat_template
@@ -122,7 +136,7 @@ def build_tokenizer(directory: Path, *, family: str, seed: int = 0) -> Any:
     from trainer.tokenizer_files import complete_tokenizer_files
 
     directory.mkdir(parents=True, exist_ok=True)
-    model = train_sentencepiece(seed)
+    model = train_sentencepiece(seed, words)
     (directory / "tokenizer.model").write_bytes(model)
     vocab, merges = bpe_vocab_and_merges(model)
     # Pairs, not "a b" strings: a piece may itself contain whitespace such as a tab.
@@ -243,9 +257,16 @@ def save_processor(directory: Path, tokenizer: Any) -> None:
 
 
 def build_tiny_gemma(
-    out: Path | str, *, family: str = "gemma3", seed: int = 0, llama_cpp_layers: bool = False
+    out: Path | str,
+    *,
+    family: str = "gemma3",
+    seed: int = 0,
+    llama_cpp_layers: bool = False,
+    words: Sequence[str] = (),
 ) -> Path:
-    """Build a tiny Gemma 3 (text or vision) or Gemma 2 snapshot in `out`; return its path."""
+    """Build a tiny Gemma 3 (text or vision) or Gemma 2 snapshot in `out`; return its path.
+
+    `words`: single tokens of the vocabulary (see `generated_corpus`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
@@ -254,7 +275,7 @@ def build_tiny_gemma(
     directory = Path(out)
     vision = family == "gemma3-vision"
     tokenizer = build_tokenizer(
-        directory, family="gemma2" if family == "gemma2" else "gemma3", seed=seed
+        directory, family="gemma2" if family == "gemma2" else "gemma3", seed=seed, words=words
     )
     if vision:
         tokenizer = add_image_tokens(directory)
@@ -288,9 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every sixth layer global, as llama.cpp assumes (needed for GGUF export)",
     )
+    parser.add_argument(
+        "--words",
+        nargs="+",
+        default=(),
+        metavar="WORD",
+        help="words the vocabulary must hold as single tokens (e.g. a demo task's)",
+    )
     args = parser.parse_args(argv)
     path = build_tiny_gemma(
-        args.out, family=args.family, seed=args.seed, llama_cpp_layers=args.llama_cpp_layers
+        args.out,
+        family=args.family,
+        seed=args.seed,
+        llama_cpp_layers=args.llama_cpp_layers,
+        words=args.words,
     )
     print(path)
     return 0

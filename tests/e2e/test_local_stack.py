@@ -27,6 +27,11 @@ def quick_request(local_stack: LocalStack, **hyperparameters: Any) -> dict[str, 
     request["training_config"]["hyperparameters"].update(
         {"max_steps": 6, "logging_steps": 1, "save_strategy": "no", **hyperparameters}
     )
+    # LoRA, merged on export: these tests follow an adapter and a merged model through every
+    # route (the demo itself trains Full, which exports the whole model as its adapter).
+    request["training_config"].update(
+        method="LoRA", export_config={"format": "merged", "destination": "gcs"}
+    )
     # Sample answers stay on (the default) but short: they cost generation on every job.
     request["training_config"]["eval_config"]["sample_max_new_tokens"] = 8
     return request

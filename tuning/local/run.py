@@ -2,8 +2,9 @@
 
 Brings the local stack up, submits the demo job with the CLI, follows it with a
 progress bar, prints its metrics, artifacts and a download URL, writes the
-loss curve to `.local/demo-loss.png`, and brings the stack down again. Exits
-non-zero unless the job completed.
+loss curve to `.local/demo-loss.png`, shows the base and the trained model's
+answers to three eval questions with the exact-match score, and brings the
+stack down again. Exits non-zero unless the job completed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tuning.cli.sample_commands import describe_samples
 from tuning.local import stack
-from tuning.local.demo import demo_request
+from tuning.local.demo import SAMPLES, demo_request
 
 
 def cli(*args: str, environ: dict[str, str], capture: bool = False) -> str:
@@ -44,8 +46,10 @@ def run_demo(workdir: Path, keep_up: bool = False) -> int:
         if job["status"] != "completed":
             print(f"the demo job ended {job['status']}: {job.get('error')}", file=sys.stderr)
             return 1
+        # Full fine-tuning exports the whole model as its adapter artifact; LoRA a merged one.
+        artifact = "merged" if job["artifacts"].get("merged_path") else "adapter"
         link = json.loads(
-            cli("--json", "download", job_id, "--artifact", "merged", "-o",
+            cli("--json", "download", job_id, "--artifact", artifact, "-o",
                 str(workdir / "demo-model"), environ=environ, capture=True)
         )  # fmt: skip
         plot = workdir / "demo-loss.png"
@@ -55,6 +59,13 @@ def run_demo(workdir: Path, keep_up: bool = False) -> int:
         print(f"download:  {link.get('download_url') or link['files'][0]['download_url']}")
         print(f"files:     {', '.join(link['written'])}")
         print(f"loss plot: {plot}")
+        # What it learned: the base and the trained model answer the first eval questions.
+        answers = json.loads(cli("--json", "samples", job_id, environ=environ, capture=True))
+        shown = {**answers, "samples": answers["samples"][:SAMPLES]}  # the rest: scored rows
+        total = len(answers["samples"])
+        print(f"\nwhat it learned: {SAMPLES} of its {total} eval answers (`tuning samples JOB`")
+        print("shows all; on a stack of `make up`, `tuning chat JOB` asks your own)\n")
+        print(describe_samples(shown, width=100))
         return 0
     finally:
         if not keep_up:

@@ -283,13 +283,16 @@ def _exports(
 def _upload_demo_assets(environ: dict[str, str], workdir: Path) -> None:
     """A tiny Gemma 3 built on the spot and a small chat task it can learn in a minute."""
     from tuning.gcp.storage import GcsStore
-    from tuning.local.demo import demo_dataset_splits
+    from tuning.local.demo import VOCABULARY_WORDS, demo_dataset_splits
 
-    model_dir = workdir / "tiny-gemma3"
+    # llama.cpp's layer layout, so that GGUF export works on the demo model; the task's words
+    # as single tokens. A new name, so that a workdir's older demo model is not reused.
+    model_dir = workdir / "tiny-gemma3-demo"
     if not (model_dir / "config.json").is_file():
         # A subprocess, so that this orchestrator never imports torch itself.
+        build = ["--out", str(model_dir), "--llama-cpp-layers", "--words", *VOCABULARY_WORDS]
         subprocess.run(
-            [sys.executable, "-m", "trainer.tiny", "--out", str(model_dir)],
+            [sys.executable, "-m", "trainer.tiny", *build],
             check=True,
             env=environ,
             stdout=subprocess.DEVNULL,
