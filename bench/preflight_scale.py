@@ -1,9 +1,10 @@
 """How long the validation before any GPU takes on a large split, and how much memory it holds.
 
 `python -m bench.preflight_scale [--rows 1000000]` writes a JSONL split of chat rows to a local
-folder, then runs `tuning.preflight.validate_dataset` on it exactly as dispatch does (row rules,
-token counts with a tiny Gemma's tokenizer and chat template) through a store that reads local
-files, and prints rows/s, seconds and the process's peak RSS. The baseline, in the same
+folder, then runs `tuning.preflight.validate_dataset` on it exactly as dispatch does (row
+rules, token counts with a tiny Gemma's tokenizer and chat template in the limited child
+process, whose address space is capped) through a store that reads local files, and prints
+rows/s, seconds and this process's peak RSS. The baseline, in the same
 process: reading and parsing the same file with `json.loads` alone (the floor any validation
 pays), so the ratio says what the rules and the counting add.
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args(argv)
 
-    from tuning.dataset.tokens import TOKENIZER_FILES, ChatTokenizer
+    from tuning.dataset.tokens import TOKENIZER_FILES
     from tuning.preflight import Tokenizing, validate_dataset
     from tuning.spec import parse_train_request
 
@@ -94,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                 "training_config": {"base_model_id": "gs://models/tiny/"},
             }
         ).training_config
-        counter = ChatTokenizer.from_files(files)
         started = time.perf_counter()
         validation = validate_dataset(
             config,
             dataset_prefix="gs://bucket/processed_datasets/big/",
             storage=FolderStore(root),  # type: ignore[arg-type]
-            tokenizing=lambda: Tokenizing(counter),
+            # As dispatch counts: in the limited child process (tuning.dataset.isolated).
+            tokenizing=lambda: Tokenizing(files=files, source="gs://models/tiny/"),
             evaluate=False,
+            counting_seconds=3600,
         )
         ours = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

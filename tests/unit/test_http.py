@@ -244,7 +244,7 @@ class Remember(logging.Handler):
 
 @pytest.mark.parametrize("handler", [crash, misconfigured])
 def test_bugs_are_logged_and_answered_500_without_details(handler: Any) -> None:
-    api = Api("submit", {"submit_training_job": handler})
+    api = Api("submit", {"submit_training_job": handler, "estimate_training_job": handler})
     remember = Remember()
     api.logger.addHandler(remember)
 
