@@ -65,8 +65,9 @@ def run_benchmarks(chosen: list[str], workdir: Path, *, quick: bool) -> list[Ben
         results += [_measure(name, lambda name=name: on_stack[name](stack)) for name in wanted]
     if "trainer" in chosen:  # after the stack is gone: the CPU is the trainer's alone
         rows = 80 if quick else trainer_throughput.ROWS
+        rounds = 1 if quick else trainer_throughput.ROUNDS
         results.append(
-            _measure("trainer", lambda: trainer_throughput.run(workdir / "trainer", rows))
+            _measure("trainer", lambda: trainer_throughput.run(workdir / "trainer", rows, rounds))
         )
     return results
 

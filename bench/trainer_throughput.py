@@ -17,13 +17,19 @@ the same rows into fewer, fuller steps.
 The machine is shared, so the runs take turns: each variant is its own process
 (peak memory is its own), they start one after another (time to first optimizer
 step is uncontended), and then a coordinator lets them do one optimizer step at a
-time, round robin, so that background load falls on all of them alike. Real tokens
-are the non-padding tokens the model was fed (a forward pre-hook counts them);
-throughput is the steady state, every step after the first (whose one-time set-up
-counts in the time to first optimizer step).
+time, always the run least far through its epoch, so that the runs go through their
+epochs side by side (a packed step carries some 8 unpacked steps' rows) and background
+load falls on all of them alike. Real tokens are the non-padding tokens the model was
+fed (a forward pre-hook counts them); throughput is the steady state, every step after
+the first (whose one-time set-up counts in the time to first optimizer step).
 A packed run also checks that packed examples do not see each other.
 
+Packed against unpacked is the figure noise could flip, so it is measured in several
+rounds (`--rounds`, 3 by `make bench`), each a fresh pair of processes taking turns as
+above; the bench reports the round with the median ratio and lists every round's.
+
     python -m bench.trainer_throughput              # prints the figures as JSON
+    python -m bench.trainer_throughput --rounds 3   # and two more packed/unpacked pairs
     python -m bench.trainer_throughput --proposal   # and a batching the pipeline does not have
     python -m bench.trainer_throughput --dense-mask # and packing as it was before
 
@@ -54,6 +60,8 @@ BATCH = 8
 MAX_LENGTH = 512
 SEED = 7
 VARIANTS = ("seed", "ours", "ours-packed")
+PAIR = ("ours", "ours-packed")  # what the later rounds measure again
+ROUNDS = 3
 PROPOSAL = "proposal-sorted-batches"
 DENSE_MASK = "ours-packed-dense-mask"
 LORA = {"lora_rank": 16, "lora_alpha": 16, "lora_dropout": 0.05}  # the seed's defaults
@@ -140,14 +148,14 @@ class Meter:
         # Padding-free batches have no mask and no padding: every token is real.
         self.real += int(mask.sum()) if mask is not None else int(ids.numel())
 
-    def step_ended(self) -> None:
+    def step_ended(self, total_steps: int) -> None:
         now = time.perf_counter()
         if not self.steps:
             self.first_step_end = now
         self.steps.append({"seconds": now - self.turn, "real": self.real, "fed": self.fed})
         self.real = self.fed = 0
         if self.report is not None:
-            self.report.write(f"step {len(self.steps)}\n")
+            self.report.write(f"step {len(self.steps)} of {total_steps}\n")
             self.report.flush()
             sys.stdin.readline()  # wait for our turn
         self.turn = time.perf_counter()
@@ -163,7 +171,7 @@ class Meter:
                 meter.turn = time.perf_counter()
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                meter.step_ended()
+                meter.step_ended(state.max_steps)
 
         return Callback()
 
@@ -422,18 +430,35 @@ def run_variant(variant: str, model_dir: Path, data: Path, report: IO[str] | Non
 # The comparison ----------------------------------------------------------------------------
 
 
-def measure(workdir: Path, rows: int = ROWS, variants: tuple[str, ...] = VARIANTS) -> dict:
-    """Every variant in its own process, started one by one, then stepping in turns."""
+def measure(
+    workdir: Path, rows: int = ROWS, variants: tuple[str, ...] = VARIANTS, rounds: int = 1
+) -> dict:
+    """Every variant in its own process, started one by one, then stepping in turns.
+
+    Later rounds run the packed/unpacked pair again (the same model and rows), each in
+    fresh processes; their figures are under "rounds", one dict of variants per round.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(workdir / "model")
     data = workdir / "rows.json"
     data.write_text(json.dumps(chat_rows(rows)))
+    results = _measure_round(model_dir, data, workdir, variants)
+    pair = tuple(variant for variant in PAIR if variant in variants)
+    later = [
+        _measure_round(model_dir, data, workdir / f"round-{number}", pair)
+        for number in range(2, rounds + 1)
+    ]
+    return {**results, "rounds": [{v: results[v] for v in pair}, *later]} if later else results
+
+
+def _measure_round(model_dir: Path, data: Path, workdir: Path, variants: tuple[str, ...]) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
     runs = {variant: _start(variant, model_dir, data, workdir) for variant in variants}
     active = list(runs.values())
-    while active:  # round robin: one optimizer step each
-        for run in list(active):
-            if not run.next_turn():
-                active.remove(run)
+    while active:  # one optimizer step at a time, to the run least far through its epoch
+        run = min(active, key=lambda run: run.progress)
+        if not run.next_turn():
+            active.remove(run)
     return {variant: run.result() for variant, run in runs.items()}
 
 
@@ -442,11 +467,14 @@ class _Run:
 
     def __init__(self, variant: str, process: subprocess.Popen[str], report: IO[str], out: Path):
         self.variant, self.process, self.report, self.out = variant, process, report, out
+        self.progress = 0.0  # the fraction of its optimizer steps done
 
     def wait_for_step(self) -> bool:
         """True once it reported a step (and waits); False once it finished."""
         line = self.report.readline()
         if line.startswith("step"):
+            _, done, _, total = line.split()
+            self.progress = int(done) / int(total)
             return True
         if self.process.wait() != 0:
             raise RuntimeError(f"the {self.variant} run failed; see {self.out.with_suffix('.log')}")
@@ -487,15 +515,39 @@ def _start(variant: str, model_dir: Path, data: Path, workdir: Path) -> _Run:
     return run
 
 
-def run(workdir: Path, rows: int = ROWS) -> Any:
-    """The comparison as a bench table: each of our two plans against the seed's."""
+def packed_against_unpacked(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float]]:
+    """The round whose packed/unpacked ratio of real tokens/s is the median, and every ratio."""
+    ratios = [
+        pair["ours-packed"]["real_tokens_per_second"] / pair["ours"]["real_tokens_per_second"]
+        for pair in rounds
+    ]
+    middle = sorted(range(len(rounds)), key=lambda i: ratios[i])[(len(rounds) - 1) // 2]
+    return rounds[middle], ratios
+
+
+def run(workdir: Path, rows: int = ROWS, rounds: int = ROUNDS) -> Any:
+    """The comparison as a bench table: each of our two plans against the seed's, and packed
+    against unpacked (the median of `rounds` rounds)."""
     from bench.report import Benchmark, Comparison
 
     load_before = os.getloadavg()[0]
-    results = measure(workdir, rows)
+    results = measure(workdir, rows, rounds=rounds)
     load_after = os.getloadavg()[0]
     seed = results["seed"]
+    pairs = results.get("rounds") or [{v: results[v] for v in PAIR}]
+    median_pair, ratios = packed_against_unpacked(pairs)
     benchmark = Benchmark("trainer throughput")
+    benchmark.comparisons.append(
+        Comparison(
+            name="real tokens/s, packing: true vs packing: false",
+            unit="tok/s",
+            ours=median_pair["ours-packed"]["real_tokens_per_second"],
+            baseline=median_pair["ours"]["real_tokens_per_second"],
+            baseline_is=f"ours, packing: false, in the same round (median of {len(pairs)})",
+            lower_is_better=False,
+            target=1.0,
+        )
+    )
     for variant, plan in (("ours", "packing: false"), ("ours-packed", "packing: true")):
         ours = results[variant]
         benchmark.comparisons += [
@@ -544,6 +596,9 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
             isolation["examples_checked"],
             isolation["control_without_position_ids"],
         ),
+        "packed/unpacked real tokens/s by round: {} (the table shows the median round)".format(
+            ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+        ),
         f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores",
         "{} rows, one epoch: optimizer steps seed {}, ours {} and {}".format(
             rows,
@@ -552,7 +607,12 @@ def run(workdir: Path, rows: int = ROWS) -> Any:
             results["ours-packed"]["optimizer_steps"],
         ),
     ]
-    benchmark.details = {"no_padding_limit": limit, "rows": rows, **results}
+    benchmark.details = {
+        "no_padding_limit": limit,
+        "rows": rows,
+        "packed_against_unpacked_by_round": ratios,
+        **results,
+    }
     return benchmark
 
 
@@ -568,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--report-fd", type=int)
     parser.add_argument("--rows", type=int, default=ROWS)
+    parser.add_argument("--rounds", type=int, default=1, help="packed/unpacked pairs to measure")
     parser.add_argument("--workdir", type=Path, default=Path(".local/bench/trainer"))
     args = parser.parse_args(argv)
     if args.variant:
@@ -580,7 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         *((PROPOSAL,) if args.proposal else ()),
         *((DENSE_MASK,) if args.dense_mask else ()),
     )
-    print(json.dumps(measure(args.workdir, args.rows, variants), indent=2))
+    results = measure(args.workdir, args.rows, variants, args.rounds)
+    pairs = results.get("rounds") or [{v: results[v] for v in PAIR}]
+    results["packed_against_unpacked_by_round"] = packed_against_unpacked(pairs)[1]
+    print(json.dumps(results, indent=2))
     return 0
 
 
