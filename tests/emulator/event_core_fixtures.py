@@ -8,13 +8,13 @@ else (Firestore, Pub/Sub, GCS) is the emulators.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.fixtures.datasets import upload_test_datasets
 from tuning.errors import TuningError
 from tuning.gcp.pubsub import PubSubAdmin
 from tuning.jobs import JobRecord, SplitCounts, Validation
@@ -24,16 +24,6 @@ from tuning.services import Services
 from tuning.settings import LauncherSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-# A small valid SFT dataset: dispatch validates a job's dataset before it claims a slot.
-SMALL_DATASET = b"".join(
-    json.dumps(
-        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
-    ).encode()
-    + b"\n"
-    for i in range(8)
-)
-# The dataset ids the core tests' requests name.
-TEST_DATASETS = ("dataset_abc123", "ds1", "a")
 
 
 @dataclass
@@ -91,9 +81,7 @@ def start_core(unique: str, **variables: str) -> Core:
     services = Services(settings, launcher=launcher)
     for bucket in (settings.config_bucket, settings.data_bucket, settings.models_bucket):
         services.storage.create_bucket_if_absent(bucket)
-    for dataset in TEST_DATASETS:
-        prefix = settings.layout.dataset_prefix(dataset)
-        services.storage.upload_bytes(f"{prefix}train.jsonl", SMALL_DATASET)
+    upload_test_datasets(services)
     admin = PubSubAdmin(project)
     pulls = {}
     for topic in (settings.events_topic, settings.requests_topic, settings.notifications_topic):

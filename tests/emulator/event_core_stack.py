@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from tests.emulator.event_core_fixtures import SMALL_DATASET
+from tests.fixtures.datasets import SMALL_DATASET
 from tuning.ids import SEGMENT_PATTERN
 from tuning.jobs import JobRecord
 from tuning.launchers.local import read_record

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench.stack import Stack
+from tests.fixtures.datasets import upload_test_datasets
 
 
 @dataclass
@@ -78,6 +79,7 @@ def start_stack(
 
     def start(**options: Any) -> Stack:
         stack = Stack.start(tmp_path_factory.mktemp("stack"), capture_messages=True, **options)
+        upload_test_datasets(stack.services)  # dispatch validates a job's dataset first
         started.append(stack)
         ledger.stacks.append(stack)
         return stack
