@@ -19,6 +19,7 @@ dispatch, which is not given the job's secrets) it leaves to the trainer and say
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -30,13 +31,14 @@ from typing import Any, BinaryIO, Protocol
 
 from tuning.dataset.isolated import CountingLimitError, IsolatedCounter, UnreadableModelFiles
 from tuning.dataset.rows import RowFormat, RowNormalizer, validate_rows
-from tuning.dataset.rules import UnsupportedPairError, row_rules
+from tuning.dataset.rules import UnsupportedPairError, evaluation_enabled, row_rules
 from tuning.dataset.splits import SplitFile, choose_splits, row_chunks, split_files
 from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, CannotCountError
 from tuning.errors import NotFoundError
 from tuning.failures import DatasetError, UserError
 from tuning.gcp.storage import GcsStore
 from tuning.jobs import DatasetStats, SplitCounts, Validation, utcnow
+from tuning.layout import StorageLayout
 from tuning.spec import Modality, TrainerType, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -200,6 +202,29 @@ def validate_dataset(
             eval_file=eval_file,
             evaluate=evaluate,
         )
+
+
+def validate_request(
+    config: TrainingConfig,
+    *,
+    dataset_id: str,
+    layout: StorageLayout,
+    storage: GcsStore,
+    hf_token: str | None,
+    counting_seconds: float = COUNTING_SECONDS,
+) -> Validation:
+    """`validate_dataset` for a job's request: its dataset in the deployment's data bucket,
+    counted with its base model's tokenizer, its eval split read when it evaluates."""
+    return validate_dataset(
+        config,
+        dataset_prefix=layout.dataset_prefix(dataset_id),
+        storage=storage,
+        tokenizing=functools.partial(
+            read_tokenizer, config.base_model_id, storage=storage, hf_token=hf_token
+        ),
+        evaluate=evaluation_enabled(config),
+        counting_seconds=counting_seconds,
+    )
 
 
 @contextlib.contextmanager

@@ -15,17 +15,15 @@ stays `validating` and the redelivery (or reconcile's requeue) validates it agai
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import timedelta
 from typing import Any
 
-from tuning.dataset.rules import evaluation_enabled
 from tuning.errors import NotFoundError
 from tuning.estimating import estimate
 from tuning.failures import PermanentError
 from tuning.jobs import ErrorType, JobRecord, JobStatus, Validation, utcnow
-from tuning.preflight import dataset_stats, describe, read_tokenizer, validate_dataset
+from tuning.preflight import dataset_stats, describe, validate_request
 from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.spec import TrainingConfig, TrainRequest
@@ -83,14 +81,12 @@ def validate_job(job: JobRecord, services: Services) -> JobRecord | None:
     try:
         request = _request_of(job, services)
         config = request.training_config
-        validation = validate_dataset(
+        validation = validate_request(
             config,
-            dataset_prefix=services.settings.layout.dataset_prefix(job.processed_dataset_id),
+            dataset_id=job.processed_dataset_id,
+            layout=services.settings.layout,
             storage=services.storage,
-            tokenizing=functools.partial(
-                read_tokenizer, config.base_model_id, storage=services.storage, hf_token=None
-            ),
-            evaluate=evaluation_enabled(config),
+            hf_token=None,  # dispatch is not given jobs' secrets (a gated model: see preflight)
         )
     except PermanentError as error:
         logger.info("job %s failed validation: %s", job.job_id, error.message)

@@ -8,7 +8,7 @@ files in the models bucket, as `tuning models upload` leaves a snapshot.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ def test_a_job_cancelled_while_it_validates_is_never_launched(
     base = model_uri(core, tokenizer_files)
     upload(core, "stopped", "train", rows(4))
     job_id = submit(core, "stopped", base)
-    real = validating.validate_dataset
+    real = validating.validate_request
 
     def cancelled_meanwhile(*args: Any, **kwargs: Any) -> Any:
         assert core.services.jobs.get(job_id).status is JobStatus.VALIDATING
@@ -191,7 +191,7 @@ def test_a_job_cancelled_while_it_validates_is_never_launched(
         )
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(validating, "validate_dataset", cancelled_meanwhile)
+    monkeypatch.setattr(validating, "validate_request", cancelled_meanwhile)
 
     assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.NOT_QUEUED
     assert core.launcher.launched == []
@@ -206,19 +206,26 @@ def test_a_validation_cut_short_runs_again_on_the_redelivery(
     base = model_uri(core, tokenizer_files)
     upload(core, "retried", "train", rows(4))
     job_id = submit(core, "retried", base)
-    real = validating.validate_dataset
+    real = validating.validate_request
 
     def storage_down(*args: Any, **kwargs: Any) -> Any:
         raise TransientError("GCS is unavailable")
 
-    monkeypatch.setattr(validating, "validate_dataset", storage_down)
+    monkeypatch.setattr(validating, "validate_request", storage_down)
     with pytest.raises(TransientError):  # Pub/Sub redelivers the message
         dispatch_job(job_id, services=core.services)
     assert core.services.jobs.get(job_id).status is JobStatus.VALIDATING
-    monkeypatch.setattr(validating, "validate_dataset", real)
+    monkeypatch.setattr(validating, "validate_request", real)
 
     assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.LAUNCHED
     assert core.services.jobs.get(job_id).validation is not None
+
+
+def left_validating(core: Core, job_id: str, *, tries: int, began: datetime) -> None:
+    """The job as deliveries that began validating it (and died, or still run) leave it."""
+    changes = {"status": JobStatus.VALIDATING, "validation_attempts": tries}
+    changes["validation_started_at"] = began
+    core.services.jobs.update(job_id, lambda job: job.model_copy(update=changes))
 
 
 def test_a_validation_that_keeps_dying_fails_the_job_instead_of_looping(
@@ -228,17 +235,7 @@ def test_a_validation_that_keeps_dying_fails_the_job_instead_of_looping(
     upload(core, "huge", "train", rows(4))
     job_id = submit(core, "huge", base)
     # Three tries began long ago and none finished (their function was killed each time).
-    long_ago = utcnow() - timedelta(hours=1)
-    core.services.jobs.update(
-        job_id,
-        lambda job: job.model_copy(
-            update={
-                "status": JobStatus.VALIDATING,
-                "validation_attempts": 3,
-                "validation_started_at": long_ago,
-            }
-        ),
-    )
+    left_validating(core, job_id, tries=3, began=utcnow() - timedelta(hours=1))
 
     assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.REJECTED
     assert core.launcher.launched == []
@@ -252,17 +249,7 @@ def test_a_delivery_while_another_validates_does_not_count_as_a_try(
     base = model_uri(core, tokenizer_files)
     upload(core, "busy", "train", rows(4))
     job_id = submit(core, "busy", base)
-    just_now = utcnow()
-    core.services.jobs.update(
-        job_id,
-        lambda job: job.model_copy(
-            update={
-                "status": JobStatus.VALIDATING,
-                "validation_attempts": 3,
-                "validation_started_at": just_now,
-            }
-        ),
-    )
+    left_validating(core, job_id, tries=3, began=utcnow())
 
     assert dispatch_job(job_id, services=core.services).outcome is DispatchOutcome.LAUNCHED
     assert core.services.jobs.get(job_id).validation_attempts == 3

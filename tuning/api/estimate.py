@@ -10,17 +10,15 @@ the body is only used to read the base model's tokenizer from the Hub.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from tuning.api.intake import register_secrets
 from tuning.api.models import EstimateResponse
-from tuning.dataset.rules import evaluation_enabled
 from tuning.errors import InvalidRequestError
 from tuning.estimating import estimate
 from tuning.failures import DatasetError, PermanentError
 from tuning.lineage import check_parent
-from tuning.preflight import ModelUnreadableError, read_tokenizer, validate_dataset
+from tuning.preflight import ModelUnreadableError, validate_request
 from tuning.services import Services
 from tuning.spec import parse_train_request
 from tuning.submission import place
@@ -41,14 +39,12 @@ def estimate_train_request(data: Any, *, services: Services, owner: str | None) 
     placement = place(request, services, owner=owner)
     token = request.hf_token.get_secret_value() if request.hf_token is not None else None
     try:
-        validation = validate_dataset(
+        validation = validate_request(
             config,
-            dataset_prefix=services.settings.layout.dataset_prefix(request.processed_dataset_id),
+            dataset_id=request.processed_dataset_id,
+            layout=services.settings.layout,
             storage=services.storage,
-            tokenizing=functools.partial(
-                read_tokenizer, config.base_model_id, storage=services.storage, hf_token=token
-            ),
-            evaluate=evaluation_enabled(config),
+            hf_token=token,
             counting_seconds=ESTIMATE_COUNTING_SECONDS,
         )
     except DatasetError as error:
