@@ -43,10 +43,16 @@ from trainer.storage_access import hub_stager_storage, narrow_job_storage
 from trainer.tracking import WandbTracker
 from tuning.dataset.rules import evaluation_enabled
 from tuning.dataset.splits import SplitFile
-from tuning.dataset.tokens import TOKENIZER_FILE, TOKENIZER_FILES, ChatTokenizer
+from tuning.dataset.tokens import (
+    CHAT_TEMPLATE_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_FILES,
+    ChatTokenizer,
+)
 from tuning.defaults import describe_hyperparameters, tracked_training_config
 from tuning.jobs import DatasetStats, Placement, Validation
 from tuning.placement import overflow_of_unestimated_job
+from tuning.preflight import dataset_stats as validated_dataset_stats
 from tuning.reporting import EventReporter
 from tuning.services import Services
 from tuning.settings import TrainerSettings
@@ -400,26 +406,25 @@ def _dataset_statistics(
     eval_rows = len(splits.eval or [])
     if validated is not None and (reused := _validated_stats(validated, splits, eval_rows)):
         return reused
-    counter = shared_counter(model_dir)
-    lengths = []
-    for rows, source in ((splits.train, splits.train_source), (splits.eval, splits.eval_source)):
-        if rows is None:
-            continue
-        split = SplitFile("train" if rows is splits.train else "eval", source or "", "")
+    counter = shared_counter(model_dir, tokenizer)
+
+    def lengths_of(rows: list[dict[str, Any]], split: SplitFile) -> list[int]:
         if counter is not None:
-            counted = counter.row_lengths(
+            return counter.row_lengths(
                 rows, splits.row_format, split=split, max_length=hp.max_seq_length
             )
-        else:  # no tokenizer.json: transformers' tokenizer counts
-            counted = token_lengths(
-                rows,
-                splits.row_format,
-                tokenizer,
-                split=split,
-                processor=processor,
-                max_length=hp.max_seq_length,
-            )
-        lengths = lengths or counted
+        return token_lengths(  # no tokenizer.json: transformers' tokenizer counts
+            rows,
+            splits.row_format,
+            tokenizer,
+            split=split,
+            processor=processor,
+            max_length=hp.max_seq_length,
+        )
+
+    lengths = lengths_of(splits.train, SplitFile("train", splits.train_source, ""))
+    if splits.eval is not None:  # counted for its checks (a row the template rejects)
+        lengths_of(splits.eval, SplitFile("eval", splits.eval_source or "", ""))
     return dataset_stats(lengths, eval_rows, limit, packing=hp.packing)
 
 
@@ -428,25 +433,22 @@ def _validated_stats(
 ) -> DatasetStats | None:
     """The validation's counts, when it counted the rows the trainer has now."""
     same_eval = (validated.eval.rows if validated.eval else 0) == eval_rows
-    if validated.train.tokens is None or validated.train.rows != len(splits.train) or not same_eval:
+    if validated.train.rows != len(splits.train) or not same_eval:
         return None
-    return DatasetStats(
-        train_rows=validated.train.rows,
-        eval_rows=eval_rows,
-        train_tokens=validated.train.tokens,
-        truncated_rows=validated.train.truncated_rows or 0,
-    )
+    return validated_dataset_stats(validated)
 
 
-def shared_counter(model_dir: Path) -> ChatTokenizer | None:
-    """The torch-free counter on the model's tokenizer files (None without tokenizer.json)."""
-    files = {
-        name: (model_dir / name).read_bytes()
-        for name in TOKENIZER_FILES
-        if (model_dir / name).is_file()
-    }
+def shared_counter(model_dir: Path, tokenizer: Any) -> ChatTokenizer | None:
+    """The torch-free counter on the model's tokenizer files (None without tokenizer.json), with
+    the chat template the trainer trains with (for a model without one, the Gemma template
+    trainer/modeling.py gives its tokenizer)."""
+    present = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    files = {path.name: path.read_bytes() for path in present}
     if TOKENIZER_FILE not in files:
         return None
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and template:
+        files[CHAT_TEMPLATE_FILE] = template.encode()
     return ChatTokenizer.from_files(files)
 
 

@@ -159,3 +159,25 @@ def test_a_row_the_template_rejects_is_named(tiny_gemma3: Path) -> None:
     rows = [ROWS[RowFormat.MESSAGES][0], {"messages": [{"role": "assistant", "content": "x"}]}]
     with pytest.raises(DatasetError, match=r"row 11, field 'messages': the chat template rejects"):
         counter_for(tiny_gemma3).row_lengths(rows, RowFormat.MESSAGES, split=SPLIT, first_row=10)
+
+
+def test_the_trainer_counts_a_model_without_a_template_with_the_one_it_trains_with(
+    tiny_gemma3: Path, tmp_path: Path
+) -> None:
+    # A pretrained checkpoint ships no chat template; trainer/modeling.py gives its tokenizer
+    # the Gemma one, and the trainer's counter must render that one, not fail for want of it.
+    import shutil
+
+    from trainer.pipeline import shared_counter
+
+    bare = tmp_path / "pretrained"
+    shutil.copytree(tiny_gemma3, bare)
+    (bare / "chat_template.jinja").unlink()
+    tokenizer = load_tokenizer(bare)
+    rows = ROWS[RowFormat.MESSAGES]
+    expected = token_lengths(rows, RowFormat.MESSAGES, tokenizer, split=SPLIT)
+
+    counter = shared_counter(bare, tokenizer)
+
+    assert counter is not None
+    assert counter.row_lengths(rows, RowFormat.MESSAGES, split=SPLIT) == expected
